@@ -1,0 +1,27 @@
+"""LARS (Layer-wise Adaptive Rate Scaling, You et al. 2017) for optax."""
+
+from lars_optax._diagnostics import trust_ratios
+from lars_optax._diagnostics import trust_ratios_by_name
+from lars_optax._lars import lars
+from lars_optax._lars import scale_by_lars
+from lars_optax._lars import ScaleByLarsState
+from lars_optax._masks import exclude_bias_and_norm
+from lars_optax._masks import mask_by_name
+from lars_optax._schedules import LarsPreset
+from lars_optax._schedules import mlperf_resnet50_lars
+from lars_optax._schedules import scale_learning_rate
+from lars_optax._schedules import warmup_polynomial_decay_schedule
+
+__all__ = (
+    "LarsPreset",
+    "ScaleByLarsState",
+    "exclude_bias_and_norm",
+    "lars",
+    "mask_by_name",
+    "mlperf_resnet50_lars",
+    "scale_by_lars",
+    "scale_learning_rate",
+    "trust_ratios",
+    "trust_ratios_by_name",
+    "warmup_polynomial_decay_schedule",
+)

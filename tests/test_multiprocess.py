@@ -1,0 +1,109 @@
+"""Two processes with 4 fake CPU devices each == one process with 8.
+
+Launches `python -m experiments.main` with the jax.distributed flags on
+127.0.0.1 (gloo collectives on CPU). Each process reads only its slice of every
+global batch; only process 0 writes metrics.
+"""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MANUAL_DIR = REPO.parent / "shared" / "datasets"
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def data_dir(request, tmp_path_factory):
+  """fashion_mnist prepared once (kept in .pytest_cache between sessions)."""
+  from experiments import input_pipeline  # pylint: disable=g-import-not-at-top
+  try:
+    path = request.config.cache.mkdir("lars_optax_tfds")
+  except AttributeError:  # cache provider disabled
+    path = tmp_path_factory.mktemp("tfds")
+  input_pipeline.prepare({"name": "fashion_mnist", "data_dir": str(path),
+                          "manual_dir": str(MANUAL_DIR) if MANUAL_DIR.is_dir() else None})
+  return str(path)
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def command(workdir, data_dir, loop, *extra):
+  return [
+      sys.executable, "-m", "experiments.main",
+      "--config=experiments/configs/tiny.py", f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}", f"--config.loop={loop}",
+      f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=0",
+      *extra,
+  ]
+
+
+def environment(num_devices):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def outputs(workdir):
+  final = json.loads((workdir / "final_metrics.json").read_text())
+  with open(workdir / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  return final, records
+
+
+@pytest.mark.parametrize("loop", ["jit", "pmap"])
+def test_two_processes_match_one(loop, data_dir, tmp_path):
+  single = tmp_path / "one_process"
+  result = subprocess.run(command(single, data_dir, loop), cwd=REPO,
+                          env=environment(8), capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-4000:]
+
+  multi = tmp_path / "two_processes"
+  port = free_port()
+  processes = [
+      subprocess.Popen(
+          command(multi, data_dir, loop, f"--coordinator_address=127.0.0.1:{port}",
+                  "--num_processes=2", f"--process_id={i}"),
+          cwd=REPO, env=environment(4), stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT, text=True)
+      for i in range(2)
+  ]
+  logs = []
+  for process in processes:
+    try:
+      logs.append(process.communicate(timeout=300)[0])
+    finally:
+      if process.poll() is None:
+        process.kill()
+  for process, log in zip(processes, logs):
+    assert process.returncode == 0, log[-4000:]
+
+  final_1, records_1 = outputs(single)
+  final_2, records_2 = outputs(multi)
+  assert final_1["num_processes"] == 1 and final_2["num_processes"] == 2
+  assert final_1["num_devices"] == final_2["num_devices"] == 8
+  # Same data, same function; only the all-reduce order may differ.
+  np.testing.assert_allclose(final_2["params_checksum"], final_1["params_checksum"],
+                             rtol=1e-5)
+  for key in ("train_loss", "test_loss", "test_accuracy"):
+    np.testing.assert_allclose(final_2[key], final_1[key], rtol=1e-5, err_msg=key)
+  train_1 = [r for r in records_1 if r["kind"] == "train"]
+  train_2 = [r for r in records_2 if r["kind"] == "train"]
+  assert [r["step"] for r in train_2] == list(range(1, STEPS + 1))
+  for r1, r2 in zip(train_1, train_2):
+    for key in ("loss", "accuracy", "grad_norm", "param_norm"):
+      np.testing.assert_allclose(r2[key], r1[key], rtol=1e-5, err_msg=f"{key} {r1['step']}")
+  # Only process 0 wrote metrics: one line per step, no duplicates.
+  assert len(train_2) == STEPS

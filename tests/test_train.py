@@ -1,0 +1,220 @@
+"""Tests of experiments/train.py on 8 fake CPU devices with tfds mock data.
+
+One step per loop, the equivalence of the loops (and of FSDP-style sharded
+params) with one device, every bad input, and the NaN stop.
+"""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import input_pipeline
+from experiments import train
+from experiments.configs import tiny
+
+NUM_EXAMPLES = 64
+
+
+def tiny_config(**overrides):
+  config = tiny.get_config()
+  config.data.name = "mnist"
+  config.data.train_split = "train"
+  config.data.eval_split = "test"
+  config.global_batch_size = 16
+  config.eval_batch_size = 32
+  config.num_train_steps = 2
+  config.checkpoint_every_steps = 0
+  config.data.prefetch = 0
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+@pytest.fixture
+def mock_mnist():
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    yield
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("loop", ["jit", "pmap"])
+def test_one_step_each_loop(loop, tmp_path, mock_mnist):
+  config = tiny_config(loop=loop, num_train_steps=1, tensorboard=True, plot=True)
+  final = train.train_and_evaluate(config, str(tmp_path))
+  assert final["step"] == 1 and final["num_devices"] == 8
+  assert np.isfinite(final["train_loss"]) and np.isfinite(final["test_loss"])
+  assert 0.0 <= final["test_accuracy"] <= 1.0
+  records = read_jsonl(tmp_path / "metrics.jsonl")
+  train_records = [r for r in records if r["kind"] == "train"]
+  assert [r["step"] for r in train_records] == [1]
+  for key in ("loss", "accuracy", "learning_rate", "grad_norm", "param_norm"):
+    assert np.isfinite(train_records[0][key])
+  ratios = [k for k in train_records[0] if k.startswith("trust_ratio/")]
+  assert "trust_ratio/head/kernel" in ratios, ratios
+  assert [r["step"] for r in records if r["kind"] == "eval"] == [1]
+  assert (tmp_path / "checkpoints" / "1").is_dir()
+  assert (tmp_path / "training_curves.png").stat().st_size > 1000
+  assert any(name.startswith("events.out.tfevents")
+             for name in os.listdir(tmp_path / "tensorboard"))
+  assert json.loads((tmp_path / "final_metrics.json").read_text())["step"] == 1
+
+
+# ----------------------------------------------------------------------------
+# The loops reach the same parameters as one device on the same global batches.
+
+
+def _run_steps(config, info, batches, *, devices=None, batch_norm_groups=None):
+  schedule = train.create_learning_rate_schedule(config, steps_per_epoch=4)
+  loop = train.create_loop(config, info, schedule, devices=devices,
+                           batch_norm_groups=batch_norm_groups)
+  state = loop.to_loop(loop.init_canonical_state())
+  losses = []
+  for batch in batches:
+    state, metrics = loop.train_step(state, batch)
+    losses.append(loop.fetch(metrics)["loss"])
+  canonical = train.to_host(loop.to_canonical(state))
+  return canonical, losses
+
+
+def _assert_trees_close(actual, expected, rtol=2e-4, atol=2e-6):
+  flat_a = train.flat_named(actual)
+  flat_e = train.flat_named(expected)
+  assert flat_a.keys() == flat_e.keys()
+  for name in flat_e:
+    np.testing.assert_allclose(flat_a[name], flat_e[name], rtol=rtol,
+                               atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("batch_norm", ["global", "per_device"])
+def test_loops_match_one_device(batch_norm):
+  num_steps = 3
+  info = input_pipeline.DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
+  rng = np.random.default_rng(0)
+  batches = [{"image": rng.normal(size=(32, 28, 28, 1)).astype(np.float32),
+              "label": rng.integers(0, 10, size=(32,)).astype(np.int32)}
+             for _ in range(num_steps)]
+  config = tiny_config(batch_norm=batch_norm, global_batch_size=32,
+                       warmup_epochs=0.5, num_train_steps=num_steps)
+  groups = 8 if batch_norm == "per_device" else 1
+  reference, reference_losses = _run_steps(
+      config, info, batches, devices=jax.devices()[:1], batch_norm_groups=groups)
+  runs = {
+      "jit": _run_steps(config, info, batches),
+      "pmap": _run_steps(tiny_config(batch_norm=batch_norm, loop="pmap",
+                                     global_batch_size=32, warmup_epochs=0.5,
+                                     num_train_steps=num_steps), info, batches),
+      "jit_shard_params": _run_steps(
+          tiny_config(batch_norm=batch_norm, shard_params=True,
+                      global_batch_size=32, warmup_epochs=0.5,
+                      num_train_steps=num_steps), info, batches),
+  }
+  for name, (state, losses) in runs.items():
+    np.testing.assert_allclose(losses, reference_losses, rtol=1e-5, err_msg=name)
+    _assert_trees_close(state["params"], reference["params"])
+    _assert_trees_close(state["batch_stats"], reference["batch_stats"])
+    assert int(state["step"]) == num_steps
+  # The steps did train (this is not a comparison of untouched initial values).
+  assert len(set(reference_losses)) == num_steps
+
+
+def test_shard_params_really_shards():
+  info = input_pipeline.DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
+  config = tiny_config(shard_params=True, global_batch_size=32)
+  loop = train.create_loop(config, info,
+                           train.create_learning_rate_schedule(config, 4))
+  state = loop.init_canonical_state()
+  kernel = state["params"]["head"]["kernel"]
+  assert kernel.shape == (16, 10)
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec("data", None)
+  assert kernel.addressable_shards[0].data.shape == (2, 10)
+  momentum = jax.tree.leaves(state["opt_state"])
+  assert any(not x.is_fully_replicated for x in momentum)
+
+
+# ----------------------------------------------------------------------------
+# Bad input: a clear error before anything is compiled.
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+  """Fails the test if train_and_evaluate gets as far as building a loop."""
+  def fail(*args, **kwargs):
+    raise AssertionError("a loop was built before the bad input was reported")
+  monkeypatch.setattr(train, "create_loop", fail)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("data.name", "mnist_v9", "Unknown dataset 'mnist_v9'"),
+    ("model", "resnet5", "Unknown model 'resnet5'"),
+    ("optimizer", "lamb", "Unknown optimizer 'lamb'"),
+    ("loop", "shard_map", "Unknown loop 'shard_map'"),
+    ("batch_norm", "sync", "Unknown batch_norm mode 'sync'"),
+    ("lr_scaling", "cubic", "Unknown lr_scaling rule 'cubic'"),
+    ("global_batch_size", 12, "not divisible by the number of devices (8)"),
+    ("eval_batch_size", 20, "eval_batch_size=20 is not divisible"),
+])
+def test_bad_config_fails_before_compiling(field, value, message, tmp_path,
+                                           mock_mnist, no_compile):
+  config = tiny_config(**{field: value})
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_shard_params_needs_jit(tmp_path, mock_mnist, no_compile):
+  with pytest.raises(ValueError, match="shard_params=True needs"):
+    train.train_and_evaluate(tiny_config(loop="pmap", shard_params=True),
+                             str(tmp_path))
+
+
+def test_batch_larger_than_dataset(tmp_path, mock_mnist, no_compile):
+  config = tiny_config(global_batch_size=2 * NUM_EXAMPLES)
+  with pytest.raises(ValueError, match=f"larger than the {NUM_EXAMPLES} training"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_missing_data_fails_fast(tmp_path, no_compile, monkeypatch):
+  # No network here; make sure a machine with one does not download either.
+  monkeypatch.setattr(input_pipeline, "_host_reachable", lambda *a, **k: False)
+  config = tiny_config()
+  config.data.data_dir = str(tmp_path / "empty")
+  config.data.manual_dir = str(tmp_path / "no_files_here")
+  with pytest.raises(input_pipeline.DataNotFoundError, match="train-images"):
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+
+
+# ----------------------------------------------------------------------------
+# A NaN loss stops the run and keeps the last good checkpoint.
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mock_mnist,
+                                                       monkeypatch):
+  bad_step = 3  # 1-based: the third update sees a NaN image
+  real_iterator = input_pipeline.train_iterator
+
+  def poisoned(*args, start_step=0, **kwargs):
+    for step, batch in enumerate(real_iterator(*args, start_step=start_step,
+                                               **kwargs), start=start_step + 1):
+      if step == bad_step:
+        batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, "train_iterator", poisoned)
+  config = tiny_config(num_train_steps=5, checkpoint_every_steps=1)
+  with pytest.raises(FloatingPointError, match=f"at step {bad_step}:") as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  assert f"last good checkpoint (step {bad_step - 1})" in str(error.value)
+  saved = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
+  assert saved and max(saved) == bad_step - 1
+  steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+  assert max(steps) == bad_step - 1
