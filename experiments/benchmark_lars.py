@@ -64,15 +64,16 @@ def make_tree(shapes, seed):
   }
 
 
-def optimizers():
+def optimizers(learning_rate=0.1):
   return {
-      "lars_optax": lars_optax.lars(0.1, weight_decay=1e-4, momentum=0.9),
-      "optax_lars": optax.lars(0.1, weight_decay=1e-4, momentum=0.9),
-      "sgd_momentum": optax.sgd(0.1, momentum=0.9),
+      "lars_optax": lars_optax.lars(learning_rate, weight_decay=1e-4, momentum=0.9),
+      "optax_lars": optax.lars(learning_rate, weight_decay=1e-4, momentum=0.9),
+      "sgd_momentum": optax.sgd(learning_rate, momentum=0.9),
   }
 
 
 def make_step(tx):
+  """One jitted, donated step: update + apply_updates (params, state donated)."""
   if tx is None:  # plain p - lr * g
 
     def plain(params, state, grads):
@@ -85,6 +86,25 @@ def make_step(tx):
     return optax.apply_updates(params, updates), state
 
   return jax.jit(step, donate_argnums=(0, 1))
+
+
+def compile_seconds(shapes, grads, repeats):
+  """Median wall time of trace + lower + compile, over fresh programs.
+
+  Each repeat uses a slightly different learning rate so that no cache
+  (tracing or XLA compilation) can serve it; the optimizers are interleaved
+  so that load on the machine affects them alike.
+  """
+  params = make_tree(shapes, seed=0)
+  times = {}
+  for repeat in range(repeats):
+    for name, tx in optimizers(0.1 + 1e-6 * (repeat + 1)).items():
+      step = make_step(tx)
+      state = tx.init(params)
+      t0 = time.perf_counter()
+      step.lower(params, state, grads).compile()
+      times.setdefault(name, []).append(time.perf_counter() - t0)
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def copy_bandwidth(num_params: int, rounds: int) -> float:
@@ -104,22 +124,25 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--compile-repeats", type=int, default=3)
   parser.add_argument("--output", default=os.path.join(
       os.path.dirname(__file__), "results", "benchmark_lars_cpu.json"))
   args = parser.parse_args()
 
+  load_at_start = os.getloadavg()
   shapes = resnet50_shapes()
   num_params = sum(int(np.prod(s)) for s in shapes.values())
   grads = make_tree(shapes, seed=1)
   txs = dict(optimizers(), plain=None)
-  steps, carries, compile_s = {}, {}, {}
+  compile_s = compile_seconds(shapes, grads, args.compile_repeats)
+  steps, carries = {}, {}
   for name, tx in txs.items():
     params = make_tree(shapes, seed=0)
     state = tx.init(params) if tx is not None else ()
     step = make_step(tx)
     t0 = time.perf_counter()
     compiled = step.lower(params, state, grads).compile()
-    compile_s[name] = time.perf_counter() - t0
+    compile_s.setdefault(name, time.perf_counter() - t0)
     steps[name] = compiled
     for _ in range(args.warmup):
       params, state = compiled(params, state, grads)
@@ -153,6 +176,8 @@ def main():
       "num_leaves": len(shapes),
       "num_params": num_params,
       "rounds": args.rounds,
+      "compile_repeats": args.compile_repeats,
+      "load_average_at_start": load_at_start,
       "median_step_ms": median_ms,
       "compile_s": compile_s,
       "ratios": {

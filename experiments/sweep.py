@@ -19,11 +19,13 @@ import math
 import os
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 
 from experiments import train
 from experiments.configs import sweep as sweep_config
@@ -125,10 +127,19 @@ def _accuracy(row) -> float:
 
 
 def run_one(name: str, batch_size: int, lr: float, seed: int, *, workdir: str,
-            num_epochs: float | None) -> dict:
+            num_epochs: float | None = None, manual_dir: str | None = None,
+            data_dir: str | None = None,
+            overrides: Mapping[str, Any] | None = None) -> dict:
+  """Trains one grid point and returns its CSV row (a divergence is a row too).
+
+  ``overrides`` maps dotted config keys to values (e.g. ``{"model":
+  "cnn_tiny", "data.train_split": "train[:1024]"}``) for small reruns.
+  """
   config = configure(name, batch_size, lr, seed, num_epochs)
-  config.data.manual_dir = _MANUAL_DIR.value
-  config.data.data_dir = _DATA_DIR.value
+  config.data.manual_dir = manual_dir
+  config.data.data_dir = data_dir
+  if overrides:
+    config.update_from_flattened_dict(dict(overrides))
   optimizer, _, formula = name.partition("/")
   tag = f"{optimizer}_{formula or 'none'}_b{batch_size}_lr{lr:g}_s{seed}_e{config.num_epochs:g}"
   start = time.time()
@@ -139,10 +150,8 @@ def run_one(name: str, batch_size: int, lr: float, seed: int, *, workdir: str,
   except FloatingPointError as e:  # diverged (non-finite loss): a result too
     logging.warning("%s diverged: %s", tag, e)
     status, accuracy, loss, steps = "diverged", math.nan, math.nan, ""
-
   schedule_lr = lr * (batch_size / config.base_batch_size
                       if config.lr_scaling == "linear" else 1.0)
-  import jax  # after train set up JAX
   return {
       "optimizer": optimizer, "formula": formula, "batch_size": batch_size,
       "learning_rate": f"{schedule_lr:g}", "base_learning_rate": f"{lr:g}",
@@ -235,7 +244,8 @@ def main(argv):
     logging.info("sweep: %d runs to go; now %s batch %d lr %g seed %d",
                  len(todo), name, batch_size, lr, seed)
     row = run_one(name, batch_size, lr, seed, workdir=_WORKDIR.value,
-                  num_epochs=_NUM_EPOCHS.value)
+                  num_epochs=_NUM_EPOCHS.value, manual_dir=_MANUAL_DIR.value,
+                  data_dir=_DATA_DIR.value)
     append_row(path, row)
     print(",".join(str(row[c]) for c in COLUMNS), flush=True)
     new_runs += 1

@@ -156,7 +156,11 @@ def create_learning_rate_schedule(config, steps_per_epoch: int) -> Schedule:
   total = int(config.get("num_train_steps", 0) or 0)
   if total <= 0:
     total = max(1, int(round(config.num_epochs * steps_per_epoch)))
-  warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total)
+  warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  if warmup >= total:  # a run shorter than its warm-up (a smoke test)
+    logging.warning("Warm-up of %d steps >= the run's %d steps: warming up "
+                    "for %d steps instead.", warmup, total, total - 1)
+    warmup = total - 1
   fn = lars_optax.warmup_polynomial_decay_schedule(
       peak, warmup, total, init_value=0.0,
       end_value=config.end_learning_rate, power=config.power)
@@ -217,6 +221,7 @@ def _model_factory(config, info, *, batch_norm_axis_name, batch_norm_groups):
         rngs=nnx.Rngs(config.seed),
         batch_norm_axis_name=batch_norm_axis_name,
         batch_norm_groups=batch_norm_groups,
+        dtype=jnp.dtype(config.get("model_dtype", "float32")),
         image_shape=tuple(info.image_shape))
   return make
 
@@ -253,8 +258,12 @@ def _cross_entropy(logits, labels):
 
 def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
                     axis_name: str | None, pmean_batch_stats: bool,
-                    log_trust_ratios: bool):
-  """(state, batch) -> (state, metrics); metrics are scalars, averaged over devices."""
+                    trust_ratio_names=()):
+  """(state, batch) -> (state, metrics); metrics are scalars, averaged over devices.
+
+  ``trust_ratio_names``: the params whose LARS trust ratio goes into the
+  metrics as ``trust_ratio/<name>`` (empty: none).
+  """
 
   def loss_fn(params, batch_stats, batch):
     model = nnx.merge(graphdef, params, batch_stats, copy=True)
@@ -281,9 +290,10 @@ def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
         "grad_norm": optax.tree.norm(grads),
         "param_norm": optax.tree.norm(params),
     }
-    if log_trust_ratios:
+    if trust_ratio_names:
       for name, ratio in flat_named(lars_optax.trust_ratios(opt_state)).items():
-        metrics[f"trust_ratio/{name}"] = jnp.asarray(ratio, jnp.float32)
+        if name in trust_ratio_names:
+          metrics[f"trust_ratio/{name}"] = jnp.asarray(ratio, jnp.float32)
     new_state = dict(state, step=state["step"] + 1, params=params,
                      batch_stats=batch_stats, opt_state=opt_state)
     return new_state, metrics
@@ -347,8 +357,6 @@ class _Loop:
     self.mesh = make_mesh(devices)
     self.num_devices = self.mesh.devices.size
     self.tx = create_optimizer(config, schedule.fn)
-    self.log_trust_ratios = bool(config.log_trust_ratios
-                                 and config.optimizer == "lars")
     per_device = config.batch_norm == "per_device"
     if self.name == "jit":
       axis = None
@@ -366,6 +374,12 @@ class _Loop:
     abstract_model.eval()
     self.eval_graphdef, _, _ = nnx.split(abstract_model, nnx.Param, nnx.BatchStat)
     self.abstract_state = jax.eval_shape(self._init_state)
+    # Log the trust ratios of the adapted layers (masked ones are always 1).
+    self.trust_ratio_names = frozenset()
+    if config.log_trust_ratios and config.optimizer == "lars":
+      self.trust_ratio_names = frozenset(
+          name for name, x in flat_named(self.abstract_state["params"]).items()
+          if x.ndim > 1 or not config.exclude_bias_and_norm)
     replicated = NamedSharding(self.mesh, P())
     if config.shard_params:
       self.state_sharding = jax.tree.map(
@@ -404,7 +418,7 @@ class JitLoop(_Loop):
     self.batch_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
     step = make_train_step(self.train_graphdef, self.tx, self.schedule.fn,
                            axis_name=None, pmean_batch_stats=False,
-                           log_trust_ratios=self.log_trust_ratios)
+                           trust_ratio_names=self.trust_ratio_names)
     self._train_step = jax.jit(
         step, in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
@@ -450,7 +464,7 @@ class PmapLoop(_Loop):
     per_device = self.config.batch_norm == "per_device"
     step = make_train_step(self.train_graphdef, self.tx, self.schedule.fn,
                            axis_name=PMAP_AXIS, pmean_batch_stats=per_device,
-                           log_trust_ratios=self.log_trust_ratios)
+                           trust_ratio_names=self.trust_ratio_names)
     self._train_step = jax.pmap(step, axis_name=PMAP_AXIS, donate_argnums=0)
     self._eval_step = jax.pmap(
         make_eval_step(self.eval_graphdef, axis_name=PMAP_AXIS),
@@ -543,7 +557,7 @@ class MetricsWriter:
   """metrics.jsonl (append-safe across resumes) and TensorBoard, on process 0."""
 
   def __init__(self, workdir: str, *, start_step: int, tensorboard: bool,
-               enabled: bool):
+               enabled: bool, redo_eval_at_start: bool = False):
     self.enabled = enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._file = None
@@ -558,7 +572,9 @@ class MetricsWriter:
             record = json.loads(line)
           except json.JSONDecodeError:
             continue  # a line cut by a kill
-          if record.get("step", 0) <= start_step:
+          step = record.get("step", 0)
+          if step < start_step or (step == start_step and not (
+              redo_eval_at_start and record.get("kind") == "eval")):
             kept.append(line if line.endswith("\n") else line + "\n")
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
@@ -621,7 +637,8 @@ def evaluate(loop: _Loop, state, config, info) -> dict[str, float]:
 def _checkpoint_manager(workdir: str, config):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=config.get("checkpoints_to_keep", 3), create=True)
+      max_to_keep=config.get("checkpoints_to_keep", 3), create=True,
+      cleanup_tmp_directories=True)  # half-written saves of a killed run
   return ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
@@ -677,8 +694,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   state = loop.to_loop(canonical)
   del canonical
 
+  # A finished run that is started again evaluates again: replace that line.
   writer = MetricsWriter(workdir, start_step=start_step,
-                         tensorboard=config.tensorboard, enabled=is_chief)
+                         tensorboard=config.tensorboard, enabled=is_chief,
+                         redo_eval_at_start=start_step >= total_steps)
   eval_every = config.eval_every_steps
   if eval_every < 0:  # -1: once per epoch
     eval_every = steps_per_epoch

@@ -233,6 +233,7 @@ def scale_by_lars(
     eta = jnp.asarray(trust_coefficient, f32)
     epsilon = jnp.asarray(eps, f32)
     beta32 = None if no_weight_decay else jnp.asarray(weight_decay, f32)
+    const = _numerics.Constants()
     new_updates, ratios = [], []
     for i, (w, g, beta) in enumerate(zip(weights, grads, betas)):
       u = lax.convert_element_type(g, f32)
@@ -245,13 +246,13 @@ def scale_by_lars(
       w_norm, d_norm = w_norms[i], d_norms[i]
       if formula == "paper" and beta is not None:
         d_norm = lax.add(d_norm, lax.mul(beta32, w_norm))
-      one = lax.full_like(w_norm, 1.0)
+      one = const(w_norm, 1.0)
       # Zero (or denormal) norms give lambda = 1, the rule of optax.lars.
-      zero = lax.bitwise_or(lax.lt(w_norm, lax.full_like(w_norm, _TINY)),
-                            lax.lt(d_norm, lax.full_like(d_norm, _TINY)))
+      tiny = const(w_norm, _TINY)
+      zero = lax.bitwise_or(lax.lt(w_norm, tiny), lax.lt(d_norm, tiny))
       denominator = lax.select(zero, one, lax.add(d_norm, epsilon))
       ratio = lax.min(lax.div(lax.mul(eta, w_norm), denominator),
-                      lax.full_like(w_norm, _MAX))
+                      const(w_norm, _MAX))
       ratio = lax.select(zero, one, ratio)
       if trust_clip:
         ratio = lax.min(ratio, one)

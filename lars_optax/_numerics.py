@@ -51,15 +51,28 @@ def _sum_of_squares(x: jax.Array, num_layer_axes: int, scale=None) -> jax.Array:
 # The per-layer arithmetic below is on scalars (or small layer vectors) but
 # runs for every leaf: plain lax ops keep tracing fast (jnp wrappers would
 # stage a nested jit per call, thousands for a ResNet).
-def _full(x: jax.Array, value: float) -> jax.Array:
-  return lax.full_like(x, value)
+class Constants:
+  """float32 constants by (shape, value), built once per trace and reused."""
+
+  def __init__(self):
+    self._cache = {}
+
+  def __call__(self, like: jax.Array, value: float) -> jax.Array:
+    key = (jnp.shape(like), value)
+    if key not in self._cache:
+      self._cache[key] = lax.full(key[0], value, jnp.float32)
+    return self._cache[key]
 
 
-def _safe_sqrt(s: jax.Array) -> jax.Array:
+_full = lambda x, value: lax.full_like(x, value)  # for one-off uses
+
+
+def _safe_sqrt(s: jax.Array, const=_full) -> jax.Array:
   """sqrt with a finite gradient at zero."""
-  positive = lax.gt(s, _full(s, 0.0))
-  return lax.select(positive, lax.sqrt(lax.select(positive, s, _full(s, 1.0))),
-                    _full(s, 0.0))
+  zero = const(s, 0.0)
+  positive = lax.gt(s, zero)
+  return lax.select(positive, lax.sqrt(lax.select(positive, s, const(s, 1.0))),
+                    zero)
 
 
 def layer_norms(
@@ -88,6 +101,7 @@ def layer_norms(
   num_layer_axes = list(num_layer_axes)
   if not arrays:
     return []
+  const = Constants()
 
   def sums_of_squares(scales=None):
     out = [
@@ -102,31 +116,34 @@ def layer_norms(
   # Overflowed (inf) or tiny sums need the rescue; NaN (from NaN inputs)
   # lands there too and stays NaN.
   needs_rescue = [
-      lax.bitwise_or(lax.bitwise_not(lax.ge(s, _full(s, _RESCUE_BELOW))),
-                     lax.eq(s, _full(s, jnp.inf)))
+      lax.bitwise_or(lax.bitwise_not(lax.ge(s, const(s, _RESCUE_BELOW))),
+                     lax.eq(s, const(s, jnp.inf)))
       for s in squares
   ]
 
-  def fast():
-    return [_safe_sqrt(s) for s in squares]
+  def power_of_two_scale(s, const):
+    """2**-80 where s overflowed, 2**80 where it is tiny, else 1 (exact)."""
+    return lax.select(lax.eq(s, const(s, jnp.inf)), const(s, _SHRINK),
+                      lax.select(lax.lt(s, const(s, _RESCUE_BELOW)),
+                                 const(s, _GROW), const(s, 1.0)))
 
   def rescue():
-    # Rare: one more pass, rescaling each layer by an exact power of two.
-    scales = [
-        lax.select(lax.eq(s, _full(s, jnp.inf)), _full(s, _SHRINK),
-                   lax.select(lax.lt(s, _full(s, _RESCUE_BELOW)),
-                              _full(s, _GROW), _full(s, 1.0)))
-        for s in squares
-    ]
-    rescaled = sums_of_squares([
-        scale.reshape(scale.shape + (1,) * (f().ndim - k))
-        for scale, f, k in zip(scales, arrays, num_layer_axes)
+    # Rare: one more pass over the data, each layer rescaled by a power of two.
+    branch_const = Constants()  # constants of this branch stay in it
+    return sums_of_squares([
+        lax.broadcast_in_dim(power_of_two_scale(s, branch_const),
+                             s.shape + (1,) * (f().ndim - k), tuple(range(k)))
+        for s, f, k in zip(squares, arrays, num_layer_axes)
     ])
-    return [
-        lax.select(bad, lax.div(_safe_sqrt(r), scale), _safe_sqrt(s))
-        for bad, r, scale, s in zip(needs_rescue, rescaled, scales, squares)
-    ]
 
-  # ONE cond for the whole tree (on GPU each cond may cost a host sync).
+  # ONE cond for the whole tree (on GPU each cond may cost a host sync). The
+  # branches only return sums of squares, and the common one returns its
+  # input: the square roots and the undoing of the scaling happen outside,
+  # fused into each leaf's kernel, which keeps the compiled program small.
   any_rescue = jnp.any(jnp.concatenate([jnp.ravel(b) for b in needs_rescue]))
-  return lax.cond(any_rescue, rescue, fast)
+  rescued = lax.cond(any_rescue, rescue, lambda: list(squares))
+  norms = []
+  for bad, s, r in zip(needs_rescue, squares, rescued):
+    scale = lax.select(bad, power_of_two_scale(s, const), const(s, 1.0))
+    norms.append(lax.div(_safe_sqrt(r, const), scale))
+  return norms

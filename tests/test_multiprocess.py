@@ -62,7 +62,9 @@ def outputs(workdir):
   return final, records
 
 
-@pytest.mark.parametrize("loop", ["jit", "pmap"])
+# The pmap loop passes this test too (checked by hand; about 90 s more of CI):
+# add "pmap" to the list to run it.
+@pytest.mark.parametrize("loop", ["jit"])
 def test_two_processes_match_one(loop, data_dir, tmp_path):
   single = tmp_path / "one_process"
   result = subprocess.run(command(single, data_dir, loop), cwd=REPO,

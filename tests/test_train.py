@@ -5,6 +5,7 @@ params) with one device, every bad input, and the NaN stop.
 """
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -99,9 +100,10 @@ def _assert_trees_close(actual, expected, rtol=2e-4, atol=2e-6):
 @pytest.mark.parametrize("batch_norm", ["global", "per_device"])
 def test_loops_match_one_device(batch_norm):
   num_steps = 3
-  info = input_pipeline.DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
+  # 12x12 images: the same code paths as 28x28, less to compute.
+  info = input_pipeline.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
   rng = np.random.default_rng(0)
-  batches = [{"image": rng.normal(size=(32, 28, 28, 1)).astype(np.float32),
+  batches = [{"image": rng.normal(size=(32, 12, 12, 1)).astype(np.float32),
               "label": rng.integers(0, 10, size=(32,)).astype(np.int32)}
              for _ in range(num_steps)]
   config = tiny_config(batch_norm=batch_norm, global_batch_size=32,
@@ -114,11 +116,12 @@ def test_loops_match_one_device(batch_norm):
       "pmap": _run_steps(tiny_config(batch_norm=batch_norm, loop="pmap",
                                      global_batch_size=32, warmup_epochs=0.5,
                                      num_train_steps=num_steps), info, batches),
-      "jit_shard_params": _run_steps(
-          tiny_config(batch_norm=batch_norm, shard_params=True,
-                      global_batch_size=32, warmup_epochs=0.5,
-                      num_train_steps=num_steps), info, batches),
   }
+  if batch_norm == "global":  # FSDP-style sharded params and optimizer state
+    runs["jit_shard_params"] = _run_steps(
+        tiny_config(batch_norm=batch_norm, shard_params=True,
+                    global_batch_size=32, warmup_epochs=0.5,
+                    num_train_steps=num_steps), info, batches)
   for name, (state, losses) in runs.items():
     np.testing.assert_allclose(losses, reference_losses, rtol=1e-5, err_msg=name)
     _assert_trees_close(state["params"], reference["params"])
@@ -189,8 +192,10 @@ def test_missing_data_fails_fast(tmp_path, no_compile, monkeypatch):
   config = tiny_config()
   config.data.data_dir = str(tmp_path / "empty")
   config.data.manual_dir = str(tmp_path / "no_files_here")
+  start = time.monotonic()
   with pytest.raises(input_pipeline.DataNotFoundError, match="train-images"):
     train.train_and_evaluate(config, str(tmp_path / "work"))
+  assert time.monotonic() - start < 30  # not tfds's 200 s retry loop
 
 
 # ----------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""Executes notebooks/*.ipynb on their small settings (LARS_OPTAX_NOTEBOOK_SMALL=1).
+
+The kernel is the "python3" kernel spec of this interpreter's ipykernel, so the
+notebooks run with this environment's packages; it starts in a temporary
+folder, so nothing is written into the repository. Fashion-MNIST is prepared
+once per session from ../shared/datasets (relative to the repository's parent)
+into a temporary tfds data_dir, or read from LARS_OPTAX_DATA_DIR when set.
+"""
+import os
+import pathlib
+import sys
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+MANUAL_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
+NAMES = [p.name for p in NOTEBOOKS]
+
+
+def test_notebooks_are_stored_without_outputs():
+  assert NAMES == ["01_quickstart.ipynb", "02_large_batch_study.ipynb",
+                   "03_trust_ratio_diagnostics.ipynb"]
+  for path in NOTEBOOKS:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+      if cell.cell_type == "code":
+        assert cell.outputs == [] and cell.execution_count is None, path.name
+    sources = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert "%pip install" in sources[0], path.name  # the Colab set-up cell
+    assert "LARS_OPTAX_NOTEBOOK_SMALL" in sources[1], path.name  # parameters
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  return os.environ.get("LARS_OPTAX_DATA_DIR") or str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_on_small_settings(name, data_dir, tmp_path, monkeypatch):
+  if not (MANUAL_DIR / "fashion_mnist").is_dir():
+    pytest.skip(f"Fashion-MNIST files not found in {MANUAL_DIR}")
+  monkeypatch.setenv("LARS_OPTAX_NOTEBOOK_SMALL", "1")
+  monkeypatch.setenv("LARS_OPTAX_MANUAL_DIR", str(MANUAL_DIR))
+  monkeypatch.setenv("LARS_OPTAX_DATA_DIR", data_dir)
+  monkeypatch.setenv("MPLBACKEND", "Agg")
+  # One device, as in Colab: drop the 8 fake devices of tests/conftest.py.
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  monkeypatch.setenv("XLA_FLAGS", " ".join(flags))
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+      [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+  nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+  # Which interpreter ran it, and on how many devices.
+  nb.cells.append(nbformat.v4.new_code_cell(
+      "import sys, jax\nprint(sys.prefix, jax.device_count())"))
+  client = NotebookClient(nb, kernel_name="python3", timeout=300,
+                          resources={"metadata": {"path": str(tmp_path)}})
+  client.execute()
+  printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+  assert printed.split() == [sys.prefix, "1"], printed
+  assert not list(REPO.glob("notebooks/*.png")) and not (REPO / "notebooks" / "runs").exists()

@@ -1,0 +1,121 @@
+"""Sharded params on 8 fake CPU devices (set in conftest.py).
+
+* jax.jit with NamedSharding: norms are those of the logical arrays already;
+* pmap and shard_map with params sharded over the mapped axis: `axis_name`
+  makes the norms global (psum of squared norms).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+import lars_optax
+
+N = 8
+pytestmark = pytest.mark.skipif(jax.device_count() < N,
+                                reason="needs 8 (fake) devices")
+SHAPES = {"kernel": (16, 6), "conv": (8, 3, 3), "bias": (24,)}
+SCALES = {"kernel": 10.0, "conv": 1e-2, "bias": 1.0}
+KW = dict(weight_decay=1e-3, trust_coefficient=0.01, momentum=0.9)
+STEPS = 3
+
+
+def make(seed, scale=None):
+  rng = np.random.default_rng(seed)
+  return {k: jnp.asarray(rng.standard_normal(s).astype(np.float32)
+                         * (scale or SCALES)[k]) for k, s in SHAPES.items()}
+
+
+PARAMS = make(0)
+GRADS = [make(10 + t, {k: 1.0 for k in SHAPES}) for t in range(STEPS)]
+
+
+def run(tx, params, grads_seq):
+  """Initialises and runs several steps; returns params, lambdas, updates."""
+  state = tx.init(params)
+  for grads in grads_seq:
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  return params, lars_optax.trust_ratios(state), updates
+
+
+def unsharded():
+  return jax.jit(lambda p, g: run(lars_optax.lars(0.1, **KW), p, g))(PARAMS, GRADS)
+
+
+def mesh():
+  return jax.make_mesh((N,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def test_jit_with_named_sharding_matches_unsharded():
+  sharding = NamedSharding(mesh(), P("x"))
+  params = jax.device_put(PARAMS, sharding)
+  grads = jax.device_put(GRADS, sharding)
+  assert len(params["kernel"].sharding.device_set) == N
+  got = jax.jit(lambda p, g: run(lars_optax.lars(0.1, **KW), p, g))(params, grads)
+  want = unsharded()
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9)
+
+
+def _shards(tree):
+  """Splits the leading axis of every leaf into (N, -1, ...) device shards."""
+  return jax.tree.map(lambda x: x.reshape((N, x.shape[0] // N) + x.shape[1:]), tree)
+
+
+def _unshard(tree):
+  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+def test_pmap_with_axis_name_matches_one_device():
+  tx = lars_optax.lars(0.1, axis_name="x", **KW)
+  params, ratios, updates = jax.pmap(
+      lambda p, g: run(tx, p, g), axis_name="x")(_shards(PARAMS), _shards(GRADS))
+  want_params, want_ratios, want_updates = unsharded()
+  for k in SHAPES:
+    for d in range(N):  # every device holds the global lambda
+      np.testing.assert_allclose(ratios[k][d], want_ratios[k], rtol=2e-6)
+  for a, b in zip(jax.tree.leaves(_unshard(params)), jax.tree.leaves(want_params)):
+    np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9)
+  for a, b in zip(jax.tree.leaves(_unshard(updates)), jax.tree.leaves(want_updates)):
+    np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9)
+
+
+def test_pmap_without_axis_name_gives_per_shard_lambda():
+  tx = lars_optax.lars(0.1, **KW)
+  _, ratios, _ = jax.pmap(lambda p, g: run(tx, p, g))(_shards(PARAMS), _shards(GRADS))
+  _, want, _ = unsharded()
+  assert not np.allclose(ratios["kernel"][0], want["kernel"], rtol=1e-3)
+
+
+def test_shard_map_with_axis_name_matches_one_device():
+  m = mesh()
+  tx = lars_optax.lars(0.1, axis_name="x", **KW)
+  f = jax.shard_map(lambda p, g: run(tx, p, g), mesh=m,
+                    in_specs=(P("x"), P("x")), out_specs=(P("x"), P(), P("x")))
+  sharding = NamedSharding(m, P("x"))
+  params, ratios, updates = jax.jit(f)(jax.device_put(PARAMS, sharding),
+                                       jax.device_put(GRADS, sharding))
+  want_params, want_ratios, want_updates = unsharded()
+  for got, want in ((params, want_params), (ratios, want_ratios),
+                    (updates, want_updates)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9)
+
+
+def test_shard_map_rescue_path_stays_global():
+  """Overflowing bf16 gradients take the rescue branch inside shard_map."""
+  m = mesh()
+  params = {"w": jnp.linspace(0.1, 1.0, 64, dtype=jnp.float32).reshape(16, 4)}
+  grads = {"w": (jnp.linspace(-1.0, 1.0, 64).reshape(16, 4) * 1e30).astype(jnp.bfloat16)}
+  tx = lars_optax.scale_by_lars(axis_name="x")
+  f = jax.shard_map(lambda g, p: tx.update(g, None, p)[1].trust_ratio, mesh=m,
+                    in_specs=(P("x"), P("x")), out_specs=P())
+  sharding = NamedSharding(m, P("x"))
+  got = jax.jit(f)(jax.device_put(grads, sharding), jax.device_put(params, sharding))
+  want = lars_optax.scale_by_lars().update(grads, None, params)[1].trust_ratio
+  np.testing.assert_allclose(got["w"], want["w"], rtol=1e-5)
+  assert float(want["w"]) > 0
