@@ -1,7 +1,31 @@
 """Test set-up: 8 fake CPU devices, set before JAX starts (never mid-suite)."""
 import os
+import pathlib
+
+import pytest
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# The original MNIST / Fashion-MNIST files beside the repository (CI has them).
+SHARED_DATASETS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_data_dir(request, tmp_path_factory):
+  """A tfds data_dir with fashion_mnist prepared once for the whole suite.
+
+  Built from ../shared/datasets (or downloaded where there is network) into
+  the pytest cache, so later sessions reuse it.
+  """
+  from experiments import input_pipeline  # pylint: disable=g-import-not-at-top
+  try:
+    path = request.config.cache.mkdir("lars_optax_tfds")
+  except AttributeError:  # cache provider disabled
+    path = tmp_path_factory.mktemp("tfds")
+  manual_dir = SHARED_DATASETS if SHARED_DATASETS.is_dir() else None
+  input_pipeline.prepare({"name": "fashion_mnist", "data_dir": str(path),
+                          "manual_dir": str(manual_dir) if manual_dir else None})
+  return str(path)

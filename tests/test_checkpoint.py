@@ -16,22 +16,13 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-MANUAL_DIR = REPO.parent / "shared" / "datasets"
 TOTAL_STEPS = 40
 KILL_AFTER_CHECKPOINT = 8
 
 
-@pytest.fixture(scope="module")
-def data_dir(request, tmp_path_factory):
-  """fashion_mnist prepared once (kept in .pytest_cache between sessions)."""
-  from experiments import input_pipeline  # pylint: disable=g-import-not-at-top
-  try:
-    path = request.config.cache.mkdir("lars_optax_tfds")
-  except AttributeError:  # cache provider disabled
-    path = tmp_path_factory.mktemp("tfds")
-  input_pipeline.prepare({"name": "fashion_mnist", "data_dir": str(path),
-                          "manual_dir": str(MANUAL_DIR) if MANUAL_DIR.is_dir() else None})
-  return str(path)
+@pytest.fixture
+def data_dir(fashion_mnist_data_dir):
+  return fashion_mnist_data_dir
 
 
 def main_command(workdir, data_dir, *extra):

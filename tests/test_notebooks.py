@@ -34,9 +34,9 @@ def test_notebooks_are_stored_without_outputs():
     assert "LARS_OPTAX_NOTEBOOK_SMALL" in sources[1], path.name  # parameters
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  return os.environ.get("LARS_OPTAX_DATA_DIR") or str(tmp_path_factory.mktemp("tfds"))
+@pytest.fixture
+def data_dir(fashion_mnist_data_dir):
+  return os.environ.get("LARS_OPTAX_DATA_DIR") or fashion_mnist_data_dir
 
 
 @pytest.mark.parametrize("name", NAMES)
