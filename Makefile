@@ -22,7 +22,7 @@ train: venv
 	  $(if $(MANUAL_DIR),--config.data.manual_dir=$(abspath $(MANUAL_DIR)))
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --doctest-modules lars_optax
 
 clean:
 	rm -rf $(VENV) runs

@@ -64,7 +64,6 @@ LOOPS = ("jit", "pmap")
 OPTIMIZERS = ("lars", "optax_lars", "sgd")
 BATCH_NORM_MODES = ("global", "per_device")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
-DEFAULT_DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagenet2012")
 DATA_AXIS = "data"  # mesh axis of the jit loop
 PMAP_AXIS = "batch"  # pmap axis of the pmap loop
 
@@ -74,10 +73,6 @@ State = dict[str, Any]
 # --------------------------------------------------------------------------
 # Config checks: everything that can be wrong is reported before compiling.
 # --------------------------------------------------------------------------
-
-
-def _known_datasets() -> tuple[str, ...]:
-  return tuple(getattr(input_pipeline, "SUPPORTED_DATASETS", DEFAULT_DATASETS))
 
 
 def _choice(what: str, value: str, valid) -> None:
@@ -95,7 +90,7 @@ def validate_config(
     process_count: int,
 ) -> None:
   """Raises ValueError for a config that cannot run, naming the field."""
-  _choice("dataset", config.data.name, _known_datasets())
+  _choice("dataset", config.data.name, input_pipeline.SUPPORTED_DATASETS)
   _choice("model", config.model, tuple(models.MODELS))
   _choice("optimizer", config.optimizer, OPTIMIZERS)
   _choice("loop", config.loop, LOOPS)
@@ -174,10 +169,9 @@ def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
   ``config.exclude_bias_and_norm`` (default True) removes biases and BatchNorm
   parameters (every leaf with ndim <= 1) from weight decay and, for the LARS
   variants, from the trust-ratio adaptation, so they get the plain global LR.
-  The paper adapts every layer, but its models had no zero-initialised biases
-  with LARS-scale LRs of 2-30: a zero norm gives trust ratio 1, i.e. a step
-  about 1/trust_coefficient larger than its neighbours, and training diverges
-  (see FIELD_NOTES). Set it False for the paper's literal rule.
+  The paper adapts every layer; then a zero-initialised bias has trust ratio
+  1, a step about 1/trust_coefficient larger than its neighbours' (see
+  configs/default.py for what we measured). Set it False for the paper's rule.
   """
   mask = (lars_optax.exclude_bias_and_norm
           if config.exclude_bias_and_norm else None)
@@ -231,25 +225,9 @@ def _model_factory(config, info, *, batch_norm_axis_name, batch_norm_groups):
 # --------------------------------------------------------------------------
 
 
-def path_name(path) -> str:
-  """'stages/0/conv/kernel' from a pytree key path (drops Variable '.value')."""
-  parts = []
-  for key in path:
-    if isinstance(key, jax.tree_util.DictKey):
-      parts.append(str(key.key))
-    elif isinstance(key, jax.tree_util.SequenceKey):
-      parts.append(str(key.idx))
-    elif isinstance(key, jax.tree_util.GetAttrKey):
-      if key.name != "value":
-        parts.append(key.name)
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
-
-
-def flat_named(tree) -> dict[str, jax.Array]:
-  return {path_name(p): x
-          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+def flat_named(tree) -> dict[str, Any]:
+  """{'stages/0/conv/kernel': leaf, ...}: the names lars_optax masks match."""
+  return dict(zip(lars_optax.parameter_names(tree), jax.tree.leaves(tree)))
 
 
 def _cross_entropy(logits, labels):
@@ -291,7 +269,7 @@ def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
         "param_norm": optax.tree.norm(params),
     }
     if trust_ratio_names:
-      for name, ratio in flat_named(lars_optax.trust_ratios(opt_state)).items():
+      for name, ratio in lars_optax.trust_ratios_by_name(opt_state).items():
         if name in trust_ratio_names:
           metrics[f"trust_ratio/{name}"] = jnp.asarray(ratio, jnp.float32)
     new_state = dict(state, step=state["step"] + 1, params=params,

@@ -7,6 +7,7 @@ from lars_optax._lars import scale_by_lars
 from lars_optax._lars import ScaleByLarsState
 from lars_optax._masks import exclude_bias_and_norm
 from lars_optax._masks import mask_by_name
+from lars_optax._masks import parameter_names
 from lars_optax._schedules import LarsPreset
 from lars_optax._schedules import mlperf_resnet50_lars
 from lars_optax._schedules import scale_learning_rate
@@ -19,6 +20,7 @@ __all__ = (
     "lars",
     "mask_by_name",
     "mlperf_resnet50_lars",
+    "parameter_names",
     "scale_by_lars",
     "scale_learning_rate",
     "trust_ratios",

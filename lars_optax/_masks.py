@@ -16,9 +16,15 @@ Mask = Any  # a pytree of bools, or a callable params -> pytree of bools
 
 
 def path_to_name(path: tuple[Any, ...]) -> str:
-  """Joins a jax key path with '/': ``('params', 'Dense_0', 'kernel')``."""
+  """Joins a jax key path with '/': ``'params/Dense_0/kernel'``.
+
+  The ``.value`` attribute through which a Flax NNX ``Variable`` holds its
+  array is dropped, so NNX and dict params get the same names.
+  """
   parts = []
   for key in path:
+    if isinstance(key, jax.tree_util.GetAttrKey) and key.name == "value":
+      continue
     for attribute in ("key", "name", "idx"):
       if hasattr(key, attribute):
         parts.append(str(getattr(key, attribute)))
@@ -29,7 +35,15 @@ def path_to_name(path: tuple[Any, ...]) -> str:
 
 
 def parameter_names(params: Any) -> list[str]:
-  """The '/'-joined key path of every leaf of ``params``, in leaf order."""
+  """The names that :func:`mask_by_name` matches, one per leaf, in leaf order.
+
+  A name is the leaf's '/'-joined key path, e.g. ``'conv1/kernel'``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> parameter_names({'conv1': {'kernel': jnp.ones((3, 3)), 'bias': jnp.zeros(3)}})
+    ['conv1/bias', 'conv1/kernel']
+  """
   leaves_with_paths, _ = jax.tree_util.tree_flatten_with_path(params)
   return [path_to_name(path) for path, _ in leaves_with_paths]
 
