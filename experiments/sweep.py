@@ -164,6 +164,34 @@ def run_one(name: str, batch_size: int, lr: float, seed: int, *, workdir: str,
   }
 
 
+def claim_check(table: dict[tuple[str, int], tuple[float, float, int]],
+                batch_sizes: Sequence[int], *, small: int = 512,
+                large: int = 8192, tolerance: float = 0.01) -> str:
+  """The paper's claim, tested as issue 4 states it.
+
+  It holds if LARS at every batch >= ``large`` is within ``tolerance`` of the
+  best accuracy of any optimizer at batch <= ``small``, while SGD-momentum
+  falls by more.
+  """
+  reference = max((acc for (_, b), (acc, _, _) in table.items() if b <= small),
+                  default=float("nan"))
+  lines = [f"Best accuracy at batch <= {small}: {100 * reference:.2f} %."]
+  verdicts = {}
+  for name in ("lars/paper", "lars/combined", "sgd"):
+    gaps = [(b, reference - table[(name, b)][0]) for b in batch_sizes
+            if b >= large and (name, b) in table]
+    if gaps:
+      verdicts[name] = all(gap <= tolerance for _, gap in gaps)
+      lines.append(f"{name}: " + ", ".join(
+          f"{100 * gap:.2f} points below at {b}" for b, gap in gaps) + ".")
+  if {"lars/paper", "sgd"} <= set(verdicts):
+    holds = verdicts["lars/paper"] and not verdicts["sgd"]
+    lines.append(f"The claim (LARS within {100 * tolerance:g} point at batch >= "
+                 f"{large} while SGD-momentum falls by more) "
+                 f"{'holds' if holds else 'does not hold'} here.")
+  return "\n".join(lines)
+
+
 def summarize(path: str) -> str:
   """Writes sweep_summary.md and sweep_best_accuracy.png; returns the table."""
   import matplotlib
@@ -197,7 +225,7 @@ def summarize(path: str) -> str:
       else:
         cells.append("")
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  text = "\n".join(lines)
+  text = "\n".join(lines) + "\n\n" + claim_check(table, batch_sizes)
   out_dir = os.path.dirname(os.path.abspath(path))
   with open(os.path.join(out_dir, "sweep_summary.md"), "w") as f:
     f.write("Best test accuracy (%) over the learning-rate grid, mean over seeds; "

@@ -35,11 +35,14 @@ from experiments.configs import default
 # The grid (read by experiments/sweep.py). The same number of learning rates
 # for every optimizer; LARS LRs are peak values, SGD LRs are per 256 examples.
 BATCH_SIZES = (128, 512, 2048, 8192, 16384)
+# The first pass had 3 values each; its best LRs sat at the grid's edges (SGD's
+# lowest at 8192, LARS's highest almost everywhere), so each optimizer got a
+# 4th value on the side its optimum pointed to.
 LEARNING_RATES = {
-    "sgd": (0.03, 0.1, 0.3),  # Goyal et al.: 0.1 per 256
-    "lars/paper": (2.0, 6.0, 18.0),  # paper, AlexNet-BN: 2 (512) to 22 (32K)
-    "lars/combined": (2.0, 6.0, 18.0),
-    "optax_lars/combined": (2.0, 6.0, 18.0),
+    "sgd": (0.01, 0.03, 0.1, 0.3),  # Goyal et al.: 0.1 per 256
+    "lars/paper": (2.0, 6.0, 18.0, 54.0),  # paper, AlexNet-BN: 2 (512) to 22 (32K)
+    "lars/combined": (2.0, 6.0, 18.0, 54.0),
+    "optax_lars/combined": (2.0, 6.0, 18.0, 54.0),
 }
 SEEDS = (0,)
 # Extra seeds of the best learning rate at the largest batch sizes.
