@@ -12,8 +12,7 @@ Command (ImageNet prepared by tfds from the two original tar files):
 
 Hardware: a global batch of 32768 needs many accelerators: e.g. 256 GPUs x
 128 (or 128 x 256) with the jit loop over all processes, or a TPU pod slice;
-per-device BatchNorm as in the paper. Expect a few hours on 256 V100-class
-GPUs.
+per-device BatchNorm as in the paper.
 
 Expected top-1: 72.5% (You et al. 2017, ResNet-50 with LARS at 32K, against
 75.4% at 1K; Goyal et al.'s SGD with linear scaling reaches 72.4% = 100 - 27.6

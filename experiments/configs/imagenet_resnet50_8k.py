@@ -17,7 +17,7 @@ global batch of 8192 must divide by the number of devices (e.g. 64 GPUs x
 128, or 8 H100s x 1024 with enough memory, activations in float32). BatchNorm
 statistics are per device (``batch_norm="per_device"``), as in the paper's
 NVCaffe runs and the MLPerf reference, so the result depends a little on the
-per-device batch; expect a few hours on 64 V100-class GPUs, a day on 8.
+per-device batch.
 
 Expected top-1: 75.2% (You et al. 2017, ResNet-50 with LARS at 8K; 75.4% at
 1K). The MLPerf reference with these values targets 75.9%.
