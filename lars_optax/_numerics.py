@@ -8,18 +8,27 @@ policy lives in one place:
 * with ``axis_name`` the squared norms are summed over that mapped axis, so the
   norm is the one of the global (sharded) tensor;
 * a squared norm that overflows float32 (e.g. bfloat16 values near 1e30) or
-  falls into the range where float32 squares lose precision or underflow
-  (below 2**-100, zeros included) is recomputed on ``x * 2**-80`` or
-  ``x * 2**80`` (exact power-of-two rescaling) and divided back. All squared
-  norms are computed first and ONE ``lax.cond`` for the whole tree decides
-  whether any rescue is needed, so the common case costs a single pass over
-  the data and a single branch (on GPU every cond may be a host
-  synchronisation);
-* zero and denormal inputs give a norm of zero or nearly zero, never NaN;
+  falls below 2**-100 (where float32 squares lose precision or underflow,
+  zeros included) is recomputed on ``x * 2**-80`` or ``x * 2**80`` (exact
+  power-of-two rescaling) and divided back. All squared norms are computed
+  first and ONE ``lax.cond`` for the whole tree decides whether any rescue is
+  needed, so the common case costs a single pass over the data and a single
+  branch (on GPU every cond may be a host synchronisation);
+* zero and denormal inputs give a norm of zero or nearly zero, never NaN, and
+  the square root has a finite derivative at zero.
+
+Compile time is kept low by keeping the traced program small, which is why
+the code below works on whole lists and uses plain ``lax`` ops:
+
+* the per-layer scalar logic is as short as possible (the rescue decision is
+  one min and one max over all squared norms);
 * norms come back as separate arrays, one per input, never as slices of one
-  concatenated vector: XLA on CPU then emits identical kernels for leaves of
-  identical shapes and compiles each kernel once (slices of a shared vector
-  make every kernel unique and triple the compile time of a ResNet-50 step).
+  concatenated vector: XLA then emits identical kernels for layers of
+  identical shapes and compiles each kernel once;
+* reductions over fewer than 4096 elements (biases, normalisation scales)
+  are zero-padded (along the last axis) to at least 4096, which XLA:CPU
+  compiles as one fused kernel instead of three; the padding is a few KiB
+  and changes no sum.
 """
 
 from collections.abc import Callable, Sequence
@@ -27,32 +36,69 @@ from typing import Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 AxisName = Union[str, tuple[str, ...], None]
 
-# Squared norms below this are recomputed with scaling: float32 squares of
-# values under ~1e-19 are denormal (imprecise, or flushed to zero on CPU).
+# Squared norms below this are recomputed with scaling: float32
+# squares of values under ~1e-19 are denormal (imprecise, or flushed to zero).
 _RESCUE_BELOW = 2.0**-100
 # Power-of-two rescaling of the rare path (exact in floating point): with
 # 2**-80, float32 values up to the float32 maximum square without overflow;
 # with 2**80, values whose squares summed below 2**-100 square as normals.
 _SHRINK = 2.0**-80
 _GROW = 2.0**80
+# See the module docstring: smaller reductions are zero-padded to this size.
+_MIN_REDUCTION = 4096
 
 
 def _sum_of_squares(x: jax.Array, num_layer_axes: int, scale=None) -> jax.Array:
+  """Float32 sum of squares over the non-layer axes, times ``scale**2``."""
   x32 = lax.convert_element_type(x, jnp.float32)  # fused into the reduction
+  size = int(np.prod(x.shape[num_layer_axes:]))
+  if 0 < size < _MIN_REDUCTION and x.ndim > num_layer_axes:
+    # Pad the last axis (no reshape: it could move a sharded array).
+    rest = size // x.shape[-1]
+    padding = -(-_MIN_REDUCTION // rest) - x.shape[-1]
+    x32 = lax.pad(x32, np.float32(0), [(0, 0, 0)] * (x.ndim - 1) + [(0, padding, 0)])
   if scale is not None:
-    x32 = x32 * scale
-  return jnp.sum(x32 * x32, axis=tuple(range(num_layer_axes, x.ndim)))
+    x32 = lax.mul(x32, lax.broadcast_in_dim(scale, x32.shape,
+                                            tuple(range(num_layer_axes))))
+  return lax.reduce_sum(lax.mul(x32, x32), tuple(range(num_layer_axes, x.ndim)))
 
 
-# The per-layer arithmetic below is on scalars (or small layer vectors) but
-# runs for every leaf: plain lax ops keep tracing fast (jnp wrappers would
-# stage a nested jit per call, thousands for a ResNet).
+@jax.custom_jvp
+def _sqrt(squares: list[jax.Array]) -> list[jax.Array]:
+  """Square roots of a list, with derivative 0 (not inf) at 0.
+
+  One custom_jvp call for the whole list keeps tracing fast; the forward
+  pass is a plain sqrt per array.
+  """
+  return [lax.sqrt(s) for s in squares]
+
+
+@_sqrt.defjvp
+def _sqrt_jvp(primals, tangents):
+  (squares,), (dsquares,) = primals, tangents
+  roots, droots = [], []
+  for s, ds in zip(squares, dsquares):
+    root = lax.sqrt(s)
+    positive = lax.gt(s, lax.full_like(s, 0.0))
+    safe_root = lax.select(positive, root, lax.full_like(root, 1.0))
+    roots.append(root)
+    droots.append(lax.select(positive, ds / (2.0 * safe_root),
+                             lax.full_like(ds, 0.0)))
+  return roots, droots
+
+
 class Constants:
-  """float32 constants by (shape, value), built once per trace and reused."""
+  """float32 constants by (shape, value), built once per trace and reused.
+
+  The per-layer arithmetic is on scalars (or small layer vectors) but runs
+  for every leaf: plain lax ops with shared constants keep tracing fast and
+  the program small (jnp wrappers would stage a nested jit per call).
+  """
 
   def __init__(self):
     self._cache = {}
@@ -64,15 +110,11 @@ class Constants:
     return self._cache[key]
 
 
-_full = lambda x, value: lax.full_like(x, value)  # for one-off uses
-
-
-def _safe_sqrt(s: jax.Array, const=_full) -> jax.Array:
-  """sqrt with a finite gradient at zero."""
-  zero = const(s, 0.0)
-  positive = lax.gt(s, zero)
-  return lax.select(positive, lax.sqrt(lax.select(positive, s, const(s, 1.0))),
-                    zero)
+def _rescue_scale(s: jax.Array, const: Constants) -> jax.Array:
+  """2**-80 where s overflowed, 2**80 where it is tiny, else 1 (exact)."""
+  return lax.select(lax.eq(s, const(s, jnp.inf)), const(s, _SHRINK),
+                    lax.select(lax.lt(s, const(s, _RESCUE_BELOW)),
+                               const(s, _GROW), const(s, 1.0)))
 
 
 def layer_norms(
@@ -113,37 +155,24 @@ def layer_norms(
     return out
 
   squares = sums_of_squares()
-  # Overflowed (inf) or tiny sums need the rescue; NaN (from NaN inputs)
-  # lands there too and stays NaN.
-  needs_rescue = [
-      lax.bitwise_or(lax.bitwise_not(lax.ge(s, const(s, _RESCUE_BELOW))),
-                     lax.eq(s, const(s, jnp.inf)))
-      for s in squares
-  ]
-
-  def power_of_two_scale(s, const):
-    """2**-80 where s overflowed, 2**80 where it is tiny, else 1 (exact)."""
-    return lax.select(lax.eq(s, const(s, jnp.inf)), const(s, _SHRINK),
-                      lax.select(lax.lt(s, const(s, _RESCUE_BELOW)),
-                                 const(s, _GROW), const(s, 1.0)))
+  # The whole tree's rescue decision, on one vector: an overflowed (inf) or
+  # tiny sum needs it (a zero one too: its inputs may have underflowed); NaN
+  # (from NaN inputs) lands there too and stays NaN.
+  flat = lax.concatenate([lax.reshape(s, (s.size,)) for s in squares], 0)
+  any_rescue = lax.bitwise_or(
+      lax.bitwise_not(lax.ge(lax.reduce_min(flat, (0,)),
+                             np.float32(_RESCUE_BELOW))),
+      lax.eq(lax.reduce_max(flat, (0,)), np.float32(jnp.inf)))
 
   def rescue():
     # Rare: one more pass over the data, each layer rescaled by a power of two.
     branch_const = Constants()  # constants of this branch stay in it
-    return sums_of_squares([
-        lax.broadcast_in_dim(power_of_two_scale(s, branch_const),
-                             s.shape + (1,) * (f().ndim - k), tuple(range(k)))
-        for s, f, k in zip(squares, arrays, num_layer_axes)
-    ])
+    return sums_of_squares([_rescue_scale(s, branch_const) for s in squares])
 
-  # ONE cond for the whole tree (on GPU each cond may cost a host sync). The
-  # branches only return sums of squares, and the common one returns its
-  # input: the square roots and the undoing of the scaling happen outside,
-  # fused into each leaf's kernel, which keeps the compiled program small.
-  any_rescue = jnp.any(jnp.concatenate([jnp.ravel(b) for b in needs_rescue]))
+  # ONE cond for the whole tree. The common branch returns its input; the
+  # rescue scale is recomputed outside (it is 1 everywhere when no rescue
+  # ran), so the square roots and the undoing of the scaling are fused into
+  # each leaf's kernel.
   rescued = lax.cond(any_rescue, rescue, lambda: list(squares))
-  norms = []
-  for bad, s, r in zip(needs_rescue, squares, rescued):
-    scale = lax.select(bad, power_of_two_scale(s, const), const(s, 1.0))
-    norms.append(lax.div(_safe_sqrt(r, const), scale))
-  return norms
+  return [lax.div(root, _rescue_scale(s, const))
+          for s, root in zip(squares, _sqrt(rescued))]
