@@ -1,0 +1,31 @@
+"""The speed benchmark compares like with like."""
+
+import jax
+import numpy as np
+import optax
+
+import lars_optax
+from experiments import benchmark_lars
+
+
+def test_resnet50_tree_has_the_issue_size():
+  shapes = benchmark_lars.resnet50_shapes()
+  assert len(shapes) == 161
+  assert sum(int(np.prod(s)) for s in shapes.values()) == 25_557_032
+
+
+def test_minimal_lars_computes_what_lars_optax_computes():
+  """The floor reference is Algorithm 1, so timing it against ours is fair."""
+  shapes = {"kernel": (4, 3), "bias": (3,), "conv": (2, 2, 3)}
+  params = benchmark_lars.make_tree(shapes, seed=0)
+  kw = dict(weight_decay=0.1, momentum=0.9)  # large enough to tell formulas apart
+  results = []
+  for tx in (benchmark_lars.minimal_lars(0.1, **kw), lars_optax.lars(0.1, **kw)):
+    p, state, steps = params, tx.init(params), []
+    for seed in (1, 2, 3):
+      updates, state = tx.update(benchmark_lars.make_tree(shapes, seed), state, p)
+      p = optax.apply_updates(p, updates)
+      steps.append(updates)
+    results.append(steps)
+  for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5)
