@@ -531,6 +531,31 @@ def params_checksum(params) -> tuple[float, str]:
   return float(sum(np.sum(x, dtype=np.float64) for x in leaves)), digest.hexdigest()
 
 
+def _truncate_event_files(directory: str, keep: Callable[[int, str], bool]) -> None:
+  """Rewrites TensorBoard event files, keeping the summaries keep(step, tag) accepts."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.isdir(directory):
+    return
+  for name in tf.io.gfile.listdir(directory):
+    path = os.path.join(directory, name)
+    if "tfevents" not in name:
+      continue
+    records = []
+    try:
+      for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        event = event_pb2.Event.FromString(raw)
+        tags = [v.tag for v in event.summary.value]
+        if not tags or all(keep(event.step, tag) for tag in tags):
+          records.append(raw)
+    except tf.errors.DataLossError:
+      pass  # a record cut by a kill
+    with tf.io.TFRecordWriter(path + ".tmp") as writer:
+      for raw in records:
+        writer.write(raw)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
 class MetricsWriter:
   """metrics.jsonl (append-safe across resumes) and TensorBoard, on process 0."""
 
@@ -542,17 +567,20 @@ class MetricsWriter:
     self._tb = None
     if not enabled:
       return
+
+    def keep(step: int, kind: str) -> bool:  # what a killed run logged before the checkpoint
+      return step < start_step or (step == start_step and not (
+          redo_eval_at_start and kind == "eval"))
+
     kept = []
-    if os.path.exists(self.path):  # drop what a killed run logged past the checkpoint
+    if os.path.exists(self.path):
       with open(self.path) as f:
         for line in f:
           try:
             record = json.loads(line)
           except json.JSONDecodeError:
             continue  # a line cut by a kill
-          step = record.get("step", 0)
-          if step < start_step or (step == start_step and not (
-              redo_eval_at_start and record.get("kind") == "eval")):
+          if keep(record.get("step", 0), record.get("kind")):
             kept.append(line if line.endswith("\n") else line + "\n")
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
@@ -567,7 +595,9 @@ class MetricsWriter:
       self._tf = tf
       self._scalar_metadata = summary_pb2.SummaryMetadata()
       self._scalar_metadata.plugin_data.plugin_name = "scalars"
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      tb_dir = os.path.join(workdir, "tensorboard")
+      _truncate_event_files(tb_dir, lambda step, tag: keep(step, tag.split("/")[0]))
+      self._tb = tf.summary.create_file_writer(tb_dir)
 
   def write(self, step: int, kind: str, values: Mapping[str, float]) -> None:
     if not self.enabled:
