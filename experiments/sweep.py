@@ -104,7 +104,10 @@ def planned_runs(rows: Sequence[dict], names: Sequence[str],
   """The grid in the order it is run: small batches first, extra seeds last."""
   for batch_size in batch_sizes:
     for name in names:
-      for lr in sweep_config.LEARNING_RATES[name]:
+      lrs = sweep_config.LEARNING_RATES[name]
+      if batch_size in sweep_config.EDGE_BATCH_SIZES:
+        lrs += sweep_config.EDGE_LEARNING_RATES[name]
+      for lr in lrs:
         for seed in sweep_config.SEEDS:
           yield name, batch_size, lr, seed
   best = _best_learning_rates(rows)

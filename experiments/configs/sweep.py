@@ -44,6 +44,16 @@ LEARNING_RATES = {
     "lars/combined": (2.0, 6.0, 18.0, 54.0),
     "optax_lars/combined": (2.0, 6.0, 18.0, 54.0),
 }
+# After that, at the two largest batch sizes the optima still sat at the edges
+# (SGD's lowest LR, LARS's highest), so there every optimizer gets one more
+# value on that side (session 2).
+EDGE_LEARNING_RATES = {
+    "sgd": (0.003,),
+    "lars/paper": (162.0,),
+    "lars/combined": (162.0,),
+    "optax_lars/combined": (162.0,),
+}
+EDGE_BATCH_SIZES = (8192, 16384)
 SEEDS = (0,)
 # Extra seeds of the best learning rate at the largest batch sizes.
 EXTRA_SEEDS = (1,)
