@@ -53,9 +53,7 @@ def outputs(workdir):
   return final, records
 
 
-# The pmap loop passes this test too (checked by hand; about 90 s more of CI):
-# add "pmap" to the list to run it.
-@pytest.mark.parametrize("loop", ["jit"])
+@pytest.mark.parametrize("loop", ["jit", "pmap"])
 def test_two_processes_match_one(loop, data_dir, tmp_path):
   single = tmp_path / "one_process"
   result = subprocess.run(command(single, data_dir, loop), cwd=REPO,
