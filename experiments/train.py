@@ -539,7 +539,7 @@ def _truncate_event_files(directory: str, keep: Callable[[int, str], bool]) -> N
     return
   for name in tf.io.gfile.listdir(directory):
     path = os.path.join(directory, name)
-    if "tfevents" not in name:
+    if "tfevents" not in name or name.endswith(".tmp"):
       continue
     records = []
     try:

@@ -41,8 +41,8 @@ from jax import lax
 
 AxisName = Union[str, tuple[str, ...], None]
 
-# Squared norms below this are recomputed with scaling: float32
-# squares of values under ~1e-19 are denormal (imprecise, or flushed to zero).
+# Squared norms below this are recomputed with scaling: float32 squares of
+# values under ~1e-19 are denormal (imprecise, or flushed to zero).
 _RESCUE_BELOW = 2.0**-100
 # Power-of-two rescaling of the rare path (exact in floating point): with
 # 2**-80, float32 values up to the float32 maximum square without overflow;
@@ -61,11 +61,13 @@ def _sum_of_squares(x: jax.Array, num_layer_axes: int, scale=None) -> jax.Array:
     # Pad the last axis (no reshape: it could move a sharded array).
     rest = size // x.shape[-1]
     padding = -(-_MIN_REDUCTION // rest) - x.shape[-1]
-    x32 = lax.pad(x32, np.float32(0), [(0, 0, 0)] * (x.ndim - 1) + [(0, padding, 0)])
+    x32 = lax.pad(x32, np.float32(0),
+                  [(0, 0, 0)] * (x.ndim - 1) + [(0, padding, 0)])
   if scale is not None:
     x32 = lax.mul(x32, lax.broadcast_in_dim(scale, x32.shape,
                                             tuple(range(num_layer_axes))))
-  return lax.reduce_sum(lax.mul(x32, x32), tuple(range(num_layer_axes, x.ndim)))
+  return lax.reduce_sum(lax.mul(x32, x32),
+                        tuple(range(num_layer_axes, x.ndim)))
 
 
 @jax.custom_jvp
