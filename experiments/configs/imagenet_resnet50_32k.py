@@ -32,7 +32,6 @@ measurement of this code.
 """
 import ml_collections
 
-import lars_optax
 from experiments.configs import imagenet_resnet50_8k
 
 GLOBAL_BATCH_SIZE = 32768
@@ -41,13 +40,8 @@ EXPECTED_TOP1 = 72.5  # You et al. 2017, ResNet-50 + LARS, batch 32K
 
 def get_config() -> ml_collections.ConfigDict:
   config = imagenet_resnet50_8k.get_config()
-  config.global_batch_size = GLOBAL_BATCH_SIZE
-  preset = lars_optax.mlperf_resnet50_lars(GLOBAL_BATCH_SIZE)
-  config.base_learning_rate = preset.peak_learning_rate  # 31.2
-  config.warmup_epochs = float(preset.warmup_epochs)  # 25
-  config.end_learning_rate = preset.end_learning_rate  # 1e-4
-  config.power = preset.power  # 2
-  config.num_epochs = 90.0
+  # Peak LR 31.2, 25 warm-up epochs.
+  imagenet_resnet50_8k.mlperf_schedule(config, GLOBAL_BATCH_SIZE)
   # 39 steps per epoch: evaluate and checkpoint about every 4 epochs.
   config.eval_every_steps = 156
   config.checkpoint_every_steps = 156

@@ -85,20 +85,25 @@ def lars_recipe(config: ml_collections.ConfigDict) -> None:
   config.plot = True
 
 
+def mlperf_schedule(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
+  """Batch size and the MLPerf LARS table's LR schedule for it, 90 epochs."""
+  config.global_batch_size = global_batch_size
+  preset = lars_optax.mlperf_resnet50_lars(global_batch_size)
+  config.base_learning_rate = preset.peak_learning_rate
+  config.warmup_epochs = float(preset.warmup_epochs)
+  config.end_learning_rate = preset.end_learning_rate
+  config.power = preset.power
+  config.num_epochs = 90.0
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   imagenet_data(config)
   lars_recipe(config)
   config.model = "resnet50"
-  config.global_batch_size = GLOBAL_BATCH_SIZE
   config.eval_batch_size = 1024
-  preset = lars_optax.mlperf_resnet50_lars(GLOBAL_BATCH_SIZE)
-  config.base_learning_rate = preset.peak_learning_rate  # 10
   config.base_batch_size = 256  # unused with lr_scaling="none"
-  config.warmup_epochs = float(preset.warmup_epochs)  # 5
-  config.end_learning_rate = preset.end_learning_rate  # 1e-4
-  config.power = preset.power  # 2
-  config.num_epochs = 90.0
+  mlperf_schedule(config, GLOBAL_BATCH_SIZE)  # peak LR 10, 5 warm-up epochs
   config.num_train_steps = 0
   # 156 steps per epoch: evaluate and checkpoint about every 4 epochs.
   config.eval_every_steps = 625
