@@ -1,12 +1,14 @@
-"""Speed of one LARS step on a ResNet-50-shaped parameter tree.
+"""Speed of one LARS step on a ResNet-50-shaped and a deep transformer-shaped tree.
 
 Times one jitted, donated optimizer step (update + apply_updates) for
 lars_optax.lars, optax.lars, a minimal plain-jnp LARS (the floor for any
 LARS on this backend), optax.sgd(momentum=0.9) and a plain ``p - lr * g``
-step, on the 161 float32 leaves (25.6M parameters) of ResNet-50. Runs are
-interleaved (one of each per round, in rotating order) and the median over
-rounds is reported, with compile times, achieved bandwidth against the
-28 bytes/param memory-traffic floor of LARS, and the machine's description.
+step, on two float32 trees: the 161 leaves (25.6M parameters) of ResNet-50,
+and a 64-block transformer (1,029 leaves, 12.9M parameters) that shows how
+step and compile time grow with the number of leaves. Runs are interleaved
+(one of each per round, in rotating order) and the median over rounds is
+reported, with compile times, achieved bandwidth against the 28 bytes/param
+memory-traffic floor of LARS, and the machine's description.
 
     python -m experiments.benchmark_lars            # CPU, writes the JSON
     python -m experiments.benchmark_lars --rounds 30 --output out.json
@@ -27,9 +29,8 @@ import optax
 import lars_optax
 
 # Bytes moved per parameter (float32): LARS reads w, g for the norms (8), then
-# reads w, g, v and writes w, v (20). SGD with momentum: the second pass only.
+# reads w, g, v and writes w, v (20).
 LARS_BYTES_PER_PARAM = 28
-SGD_MOMENTUM_BYTES_PER_PARAM = 20
 
 
 def resnet50_shapes(num_classes: int = 1000) -> dict[str, tuple[int, ...]]:
@@ -55,6 +56,33 @@ def resnet50_shapes(num_classes: int = 1000) -> dict[str, tuple[int, ...]]:
   shapes["fc/kernel"] = (cin, num_classes)
   shapes["fc/bias"] = (num_classes,)
   return shapes
+
+
+def transformer_shapes(num_blocks: int = 64, width: int = 128,
+                       mlp_width: int = 512, vocab: int = 1024
+                       ) -> dict[str, tuple[int, ...]]:
+  """A pre-LN transformer with unscanned blocks: 16 leaves per block."""
+  shapes = {"embed/embedding": (vocab, width)}
+  for block in range(num_blocks):
+    name = f"block{block}"
+    for norm in ("ln1", "ln2"):
+      shapes[f"{name}/{norm}/scale"] = (width,)
+      shapes[f"{name}/{norm}/bias"] = (width,)
+    for projection in ("query", "key", "value", "out"):
+      shapes[f"{name}/attention/{projection}/kernel"] = (width, width)
+      shapes[f"{name}/attention/{projection}/bias"] = (width,)
+    shapes[f"{name}/mlp/in/kernel"] = (width, mlp_width)
+    shapes[f"{name}/mlp/in/bias"] = (mlp_width,)
+    shapes[f"{name}/mlp/out/kernel"] = (mlp_width, width)
+    shapes[f"{name}/mlp/out/bias"] = (width,)
+  shapes["final_ln/scale"] = (width,)
+  shapes["final_ln/bias"] = (width,)
+  shapes["head/kernel"] = (width, vocab)
+  shapes["head/bias"] = (vocab,)
+  return shapes
+
+
+TREES = {"resnet50": resnet50_shapes, "transformer": transformer_shapes}
 
 
 def make_tree(shapes, seed):
@@ -111,7 +139,7 @@ def make_step(tx):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
-def compile_seconds(shapes, grads, repeats):
+def compile_seconds(shapes, grads, names, repeats):
   """Median wall time of trace + lower + compile, over fresh programs.
 
   Each repeat uses a slightly different learning rate so that no cache
@@ -121,13 +149,41 @@ def compile_seconds(shapes, grads, repeats):
   params = make_tree(shapes, seed=0)
   times = {}
   for repeat in range(repeats):
-    for name, tx in optimizers(0.1 + 1e-6 * (repeat + 1)).items():
-      step = make_step(tx)
-      state = tx.init(params)
+    txs = optimizers(0.1 + 1e-6 * (repeat + 1))
+    for name in names:
+      step = make_step(txs[name])
+      state = txs[name].init(params)
       t0 = time.perf_counter()
       step.lower(params, state, grads).compile()
       times.setdefault(name, []).append(time.perf_counter() - t0)
   return {name: statistics.median(t) for name, t in times.items()}
+
+
+def step_milliseconds(shapes, grads, names, rounds, warmup):
+  """Per-round step times (ms) of each optimizer, interleaved."""
+  txs = dict(optimizers(), plain=None)
+  steps, carries = {}, {}
+  for name in names:
+    params = make_tree(shapes, seed=0)
+    state = txs[name].init(params) if txs[name] is not None else ()
+    steps[name] = make_step(txs[name]).lower(params, state, grads).compile()
+    for _ in range(warmup):
+      params, state = steps[name](params, state, grads)
+    jax.block_until_ready(params)
+    carries[name] = (params, state)
+  times = {name: [] for name in names}
+  for r in range(rounds):
+    # One run of each per round, in an order rotated every round so that each
+    # step follows every other equally often (a step timed right after
+    # optax.lars's memory traffic runs slower).
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      params, state = carries[name]
+      t0 = time.perf_counter()
+      params, state = steps[name](params, state, grads)
+      jax.block_until_ready((params, state))
+      times[name].append(1e3 * (time.perf_counter() - t0))
+      carries[name] = (params, state)
+  return times
 
 
 def copy_bandwidth(num_params: int, rounds: int) -> float:
@@ -143,56 +199,53 @@ def copy_bandwidth(num_params: int, rounds: int) -> float:
   return 8 * num_params / statistics.median(times)
 
 
+def measure(tree: str, rounds: int, warmup: int, compile_repeats: int) -> dict:
+  """Step and compile times of every optimizer on one tree, and their ratios."""
+  shapes = TREES[tree]()
+  num_params = sum(int(np.prod(s)) for s in shapes.values())
+  grads = make_tree(shapes, seed=1)
+  names = ["lars_optax", "optax_lars", "lars_minimal", "sgd_momentum", "plain"]
+  compile_s = compile_seconds(shapes, grads, names[:-1], compile_repeats)
+  times = step_milliseconds(shapes, grads, names, rounds, warmup)
+  ms = {name: statistics.median(t) for name, t in times.items()}
+  bandwidth = copy_bandwidth(num_params, rounds)
+  floor_ms = 1e3 * LARS_BYTES_PER_PARAM * num_params / bandwidth
+  # The spread of ours / minimal within a round (same moment, same load).
+  paired = [a / b for a, b in zip(times["lars_optax"], times["lars_minimal"])]
+  return {
+      "num_leaves": len(shapes),
+      "num_params": num_params,
+      "median_step_ms": ms,
+      "compile_s": compile_s,
+      "ratios": {
+          "ours_over_lars_minimal": ms["lars_optax"] / ms["lars_minimal"],
+          "optax_lars_over_ours": ms["optax_lars"] / ms["lars_optax"],
+          "ours_over_sgd_momentum": ms["lars_optax"] / ms["sgd_momentum"],
+          "lars_minimal_over_sgd_momentum":
+              ms["lars_minimal"] / ms["sgd_momentum"],
+          "compile_ours_over_lars_minimal":
+              compile_s["lars_optax"] / compile_s["lars_minimal"],
+          "compile_ours_over_optax_lars":
+              compile_s["lars_optax"] / compile_s["optax_lars"],
+      },
+      "ours_over_lars_minimal_per_round_quartiles":
+          statistics.quantiles(paired, n=4),
+      "copy_bandwidth_gb_per_s": bandwidth / 1e9,
+      "lars_floor_ms_at_copy_bandwidth": floor_ms,
+      "ours_over_floor": ms["lars_optax"] / floor_ms,
+  }
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=20)
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--compile-repeats", type=int, default=3)
+  parser.add_argument("--trees", default=",".join(TREES))
   parser.add_argument("--output", default=os.path.join(
-      os.path.dirname(__file__), "results", "benchmark_lars_cpu.json"))
+      "experiments", "results", "benchmark_lars_cpu.json"))
   args = parser.parse_args()
 
-  load_at_start = os.getloadavg()
-  shapes = resnet50_shapes()
-  num_params = sum(int(np.prod(s)) for s in shapes.values())
-  grads = make_tree(shapes, seed=1)
-  txs = dict(optimizers(), plain=None)
-  compile_s = compile_seconds(shapes, grads, args.compile_repeats)
-  steps, carries = {}, {}
-  for name, tx in txs.items():
-    params = make_tree(shapes, seed=0)
-    state = tx.init(params) if tx is not None else ()
-    step = make_step(tx)
-    t0 = time.perf_counter()
-    compiled = step.lower(params, state, grads).compile()
-    compile_s.setdefault(name, time.perf_counter() - t0)
-    steps[name] = compiled
-    for _ in range(args.warmup):
-      params, state = compiled(params, state, grads)
-    jax.block_until_ready(params)
-    carries[name] = (params, state)
-
-  times = {name: [] for name in txs}
-  names = list(txs)
-  for r in range(args.rounds):
-    # Interleaved, one run of each per round, in an order rotated every round
-    # so that each step follows every other equally often (a step timed
-    # right after optax.lars's 100 ms of memory traffic runs slower).
-    for name in names[r % len(names):] + names[:r % len(names)]:
-      params, state = carries[name]
-      t0 = time.perf_counter()
-      params, state = steps[name](params, state, grads)
-      jax.block_until_ready((params, state))
-      times[name].append(time.perf_counter() - t0)
-      carries[name] = (params, state)
-  median_ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
-  # The spread of ours / sgd-momentum within a round (same moment, same load).
-  paired = [a / b for a, b in zip(times["lars_optax"], times["sgd_momentum"])]
-  quartiles = statistics.quantiles(paired, n=4)
-
-  bandwidth = copy_bandwidth(num_params, args.rounds)
-  floor_ms = 1e3 * LARS_BYTES_PER_PARAM * num_params / bandwidth
-  ours_gbps = LARS_BYTES_PER_PARAM * num_params / (median_ms["lars_optax"] * 1e-3) / 1e9
   result = {
       "machine": {
           "processor": platform.processor() or platform.machine(),
@@ -203,54 +256,42 @@ def main():
           "device_kind": jax.devices()[0].device_kind,
           "backend": jax.default_backend(),
       },
-      "num_leaves": len(shapes),
-      "num_params": num_params,
+      "command": "python -m experiments.benchmark_lars "
+                 f"--rounds {args.rounds} --compile-repeats {args.compile_repeats}",
+      "load_average_at_start": os.getloadavg(),
       "rounds": args.rounds,
       "compile_repeats": args.compile_repeats,
-      "load_average_at_start": load_at_start,
-      "median_step_ms": median_ms,
-      "compile_s": compile_s,
-      "ratios": {
-          "optax_lars_over_ours": median_ms["optax_lars"] / median_ms["lars_optax"],
-          "ours_over_sgd_momentum": median_ms["lars_optax"] / median_ms["sgd_momentum"],
-          "ours_over_plain": median_ms["lars_optax"] / median_ms["plain"],
-          "ours_over_lars_minimal": median_ms["lars_optax"] / median_ms["lars_minimal"],
-          "lars_minimal_over_sgd_momentum":
-              median_ms["lars_minimal"] / median_ms["sgd_momentum"],
-          "compile_ours_over_optax_lars": compile_s["lars_optax"] / compile_s["optax_lars"],
-      },
-      "ours_over_sgd_momentum_per_round_quartiles": quartiles,
-      "bytes_per_param": {
-          "lars_floor_bytes_per_param": LARS_BYTES_PER_PARAM,
-          "copy_bandwidth_gb_per_s": bandwidth / 1e9,
-          "lars_floor_ms_at_copy_bandwidth": floor_ms,
-          "ours_achieved_gb_per_s_at_28_bytes": ours_gbps,
-          "ours_over_floor": median_ms["lars_optax"] / floor_ms,
-          "sgd_momentum_achieved_gb_per_s_at_20_bytes":
-              SGD_MOMENTUM_BYTES_PER_PARAM * num_params
-              / (median_ms["sgd_momentum"] * 1e-3) / 1e9,
-      },
-      "targets": {
-          "optax_lars_over_ours_at_least_2.5":
-              median_ms["optax_lars"] / median_ms["lars_optax"] >= 2.5,
-          "ours_over_sgd_momentum_at_most_1.45":
-              median_ms["lars_optax"] / median_ms["sgd_momentum"] <= 1.45,
-          "compile_no_longer_than_optax_lars":
-              compile_s["lars_optax"] <= compile_s["optax_lars"],
-      },
+      "trees": {},
   }
-  print(f"{len(shapes)} leaves, {num_params / 1e6:.2f}M params, "
-        f"{jax.devices()[0].device_kind}, median of {args.rounds} interleaved runs")
-  for name in txs:
-    print(f"  {name:13s} {median_ms[name]:8.2f} ms   compile {compile_s[name]:6.2f} s")
-  for key, value in result["ratios"].items():
-    print(f"  {key:32s} {value:6.2f}")
-  print("  ours / sgd_momentum per round, quartiles:",
-        " ".join(f"{q:.2f}" for q in quartiles))
-  b = result["bytes_per_param"]
-  print(f"  copy bandwidth {b['copy_bandwidth_gb_per_s']:.1f} GB/s -> 28 B/param floor "
-        f"{floor_ms:.2f} ms; ours {ours_gbps:.1f} GB/s ({b['ours_over_floor']:.2f}x floor)")
-  print("  targets met:", result["targets"])
+  for tree in args.trees.split(","):
+    r = result["trees"][tree] = measure(tree, args.rounds, args.warmup,
+                                        args.compile_repeats)
+    print(f"{tree}: {r['num_leaves']} leaves, {r['num_params'] / 1e6:.2f}M "
+          f"params, {jax.devices()[0].device_kind}, median of {args.rounds} "
+          "interleaved rounds")
+    for name, ms in r["median_step_ms"].items():
+      compile_s = r["compile_s"].get(name)
+      print(f"  {name:13s} {ms:8.2f} ms" + (
+          f"   compile {compile_s:6.2f} s" if compile_s else ""))
+    for key, value in r["ratios"].items():
+      print(f"  {key:32s} {value:6.2f}")
+    print(f"  ours {r['ours_over_floor']:.2f}x the 28 B/param floor at "
+          f"{r['copy_bandwidth_gb_per_s']:.1f} GB/s")
+  resnet, deep = result["trees"].get("resnet50"), result["trees"].get("transformer")
+  result["targets"] = {}
+  if resnet:
+    result["targets"].update({
+        "resnet50_step_ours_over_minimal_at_most_1.10":
+            resnet["ratios"]["ours_over_lars_minimal"] <= 1.10,
+        "resnet50_compile_ours_over_minimal_at_most_1.30":
+            resnet["ratios"]["compile_ours_over_lars_minimal"] <= 1.30,
+        "resnet50_optax_lars_over_ours_at_least_3":
+            resnet["ratios"]["optax_lars_over_ours"] >= 3.0,
+    })
+  if deep:
+    result["targets"]["transformer_compile_ours_over_minimal_at_most_1.30"] = (
+        deep["ratios"]["compile_ours_over_lars_minimal"] <= 1.30)
+  print("targets met:", result["targets"])
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   with open(args.output, "w") as f:
     json.dump(result, f, indent=2)

@@ -1,4 +1,8 @@
-"""LARS (Layer-wise Adaptive Rate Scaling, You et al. 2017) for optax."""
+"""LARS (Layer-wise Adaptive Rate Scaling) for optax.
+
+You, Gitman and Ginsburg, "Scaling SGD Batch Size to 32K for ImageNet
+Training", Technical Report UCB/EECS-2017-156, 2017 (arXiv:1708.03888).
+"""
 
 from lars_optax._diagnostics import trust_ratios
 from lars_optax._diagnostics import trust_ratios_by_name

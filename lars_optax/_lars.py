@@ -4,28 +4,30 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax import lax
 
 from lars_optax import _masks
 from lars_optax import _numerics
 
 _FORMULAS = ("paper", "combined")
-_TINY = float(np.finfo(np.float32).tiny)
-_MAX = float(np.finfo(np.float32).max)
 
 
 class ScaleByLarsState(NamedTuple):
-  """State of :func:`scale_by_lars`.
+  r"""State of :func:`scale_by_lars`.
 
   Attributes:
-    trust_ratio: the trust ratio (local learning rate) ``lambda`` applied at
-      the last update, a pytree shaped like the params whose leaves are
-      float32 arrays of the leaf's layer shape (a scalar unless
-      ``layer_axes`` is used); 1.0 where the trust ratio is masked out.
+    count: number of updates so far (int32); the step at which a
+      learning-rate schedule is read for ``trust_clip``.
+    trust_ratio: the factor applied to each layer's update at the last
+      update, a pytree shaped like the params whose leaves have the leaf's
+      layer shape (scalars unless ``layer_axes`` is used), in the real dtype
+      of ``promote_types(param dtype, float32)``. It is the trust ratio
+      :math:`\lambda` (1 where masked out); with ``trust_clip`` it is
+      :math:`\min(\lambda / \gamma_t, 1)`. Either way the layer's learning
+      rate is :math:`\gamma_t` times it.
   """
 
+  count: jax.Array
   trust_ratio: optax.Updates
 
 
@@ -77,6 +79,20 @@ def _static_layer_axes(layer_axes: Any, params: Any) -> list[int]:
   return out
 
 
+def _ratio_dtype(param: jax.Array) -> jnp.dtype:
+  """Real dtype of a layer's norms and trust ratio."""
+  return jnp.finfo(_numerics.accumulation_dtype(param.dtype)).dtype
+
+
+def _trust_ratio(w_norm, d_norm, trust_coefficient, eps):
+  """eta ||w|| / (d + eps); 1 for zero/denormal norms, 0 where ||w|| = inf."""
+  tiny = jnp.finfo(w_norm.dtype).tiny
+  denominator = d_norm if _concrete_float(eps) == 0.0 else d_norm + eps
+  ratio = jnp.where((w_norm >= tiny) & (d_norm >= tiny),
+                    trust_coefficient * w_norm / denominator, 1)
+  return jnp.where(jnp.isfinite(ratio), ratio, 0).astype(w_norm.dtype)
+
+
 def scale_by_lars(
     *,
     weight_decay: float = 0.0,
@@ -86,6 +102,7 @@ def scale_by_lars(
     weight_decay_mask: Optional[_masks.Mask] = None,
     trust_ratio_mask: Optional[_masks.Mask] = None,
     trust_clip: bool = False,
+    learning_rate: Optional[optax.ScalarOrSchedule] = None,
     layer_axes: Any = None,
     axis_name: _numerics.AxisName = None,
 ) -> optax.GradientTransformation:
@@ -102,21 +119,30 @@ def scale_by_lars(
     \lambda_l = \frac{\eta \, \|w_l\|}{\|g_l + \beta w_l\| + \epsilon}
     \quad\text{(formula="combined")},
 
-    u_l = \lambda_l \, (g_l + \beta w_l),
+    u_l = \lambda_l \, (g_l + \beta w_l).
 
-  with :math:`\lambda_l = 1` where :math:`\|w_l\| = 0` or the norm in the
-  denominator is 0 (the rule of optax.lars). With ``trust_clip`` the ratio
-  is clipped, :math:`\lambda_l \leftarrow \min(\lambda_l, 1)`, so that the
-  per-layer learning rate :math:`\gamma \lambda_l` never exceeds the global
-  one :math:`\gamma` (timm's ``trust_clip``). NVIDIA apex's LARC in clip
-  mode instead uses :math:`\min(\lambda_l, \gamma)` (it divides by the
-  learning rate first), so the two clips differ.
+  :math:`\lambda_l = 1` where :math:`\|w_l\|` or the denominator's norm is
+  zero or denormal (the rule of optax.lars; with a zero gradient and
+  :math:`\beta > 0` the paper's formula, taken literally as here and in
+  optax.lars, gives :math:`\eta / \beta`, where timm and the MLPerf
+  reference use 1). A norm whose squares overflow
+  the accumulation dtype (float32: values above about 1e19, e.g. bfloat16
+  gradients near 1e30) is infinite: the ratio is then 0 and that layer's
+  update is 0 for this step, never NaN or Inf.
 
-  Norms are accumulated in float32 whatever the parameter dtype and survive
-  values whose squares overflow float32 (see :mod:`lars_optax._numerics`);
-  the state keeps every :math:`\lambda_l` (float32) of the last update for
-  logging (:func:`lars_optax.trust_ratios`); updates come back in the
-  parameter dtype.
+  With ``trust_clip`` (LARC clipping: timm's ``Lars(trust_clip=True)``,
+  NVIDIA apex's ``LARC(clip=True)``) the global learning rate
+  :math:`\gamma_t` caps the local one: the layer's learning rate is
+  :math:`\min(\lambda_l, \gamma_t)`, so the update is
+  :math:`\min(\lambda_l / \gamma_t, 1) \, (g_l + \beta w_l)`, to be scaled
+  by :math:`\gamma_t` later in the chain. This needs ``learning_rate``, the
+  same :math:`\gamma_t` that the chain applies.
+
+  Norms are accumulated in ``promote_types(param dtype, float32)`` (float32
+  for bfloat16 params, float64 for float64 ones; complex params use the
+  modulus and keep their imaginary part in the update); updates come back in
+  the parameter dtype. The state keeps the factor applied to every layer
+  (:func:`lars_optax.trust_ratios`).
 
   Args:
     weight_decay: :math:`\beta`, added to the gradient as :math:`\beta w`
@@ -130,7 +156,10 @@ def scale_by_lars(
       as :func:`optax.masked` takes. None (default) decays every leaf.
     trust_ratio_mask: where to apply the trust ratio, same forms; elsewhere
       :math:`\lambda = 1`. None (default) adapts every leaf.
-    trust_clip: clip :math:`\lambda` at 1 (LARC clipping).
+    trust_clip: LARC clipping, the layer's learning rate
+      :math:`\min(\lambda_l, \gamma_t)`.
+    learning_rate: :math:`\gamma_t`, a float or a schedule of the update
+      count; required with ``trust_clip`` and unused without it.
     layer_axes: how many leading axes of a leaf index layers stacked in one
       array (scanned or vmapped blocks): an int for every leaf, a pytree of
       ints like the params, or a callable ``params -> pytree``. Norms reduce
@@ -150,9 +179,9 @@ def scale_by_lars(
 
   Raises:
     ValueError: at build time for negative ``weight_decay`` or ``eps``,
-      ``trust_coefficient <= 0`` or an unknown ``formula``; at init/update for
-      masks or ``layer_axes`` that do not match the params, or when params
-      are not given.
+      ``trust_coefficient <= 0``, an unknown ``formula``, or ``trust_clip``
+      without ``learning_rate``; at init/update for masks or ``layer_axes``
+      that do not match the params, or when params are not given.
 
   Example:
     >>> import jax.numpy as jnp
@@ -165,8 +194,10 @@ def scale_by_lars(
     >>> updates, state = tx.update({'w': jnp.ones((2, 2))}, state, params)
 
   References:
-    You, Gitman and Ginsburg, `Large Batch Training of Convolutional Networks
-    <https://arxiv.org/abs/1708.03888>`_, 2017.
+    You, Gitman and Ginsburg, `Scaling SGD Batch Size to 32K for ImageNet
+    Training <https://arxiv.org/abs/1708.03888>`_, Technical Report
+    UCB/EECS-2017-156, 2017 (arXiv:1708.03888, later retitled "Large Batch
+    Training of Convolutional Networks").
   """
   _check("weight_decay", weight_decay, lambda v: v >= 0, "non-negative")
   _check("trust_coefficient", trust_coefficient, lambda v: v > 0, "positive")
@@ -175,6 +206,8 @@ def scale_by_lars(
     raise ValueError(f"`formula` must be one of {_FORMULAS}, got {formula!r}.")
   if not isinstance(trust_clip, bool):
     raise ValueError(f"`trust_clip` must be a bool, got {trust_clip!r}.")
+  if trust_clip and learning_rate is None:
+    raise ValueError("`trust_clip=True` needs the `learning_rate` it clips at.")
   no_weight_decay = _concrete_float(weight_decay) == 0.0
 
   def resolve(params):
@@ -186,15 +219,13 @@ def scale_by_lars(
 
   def init_fn(params):
     _, _, num_layer_axes = resolve(params)
-    leaves, treedef = jax.tree.flatten(params)
-    ones = [
-        jnp.ones(jnp.shape(p)[:k], jnp.float32)
-        for p, k in zip(leaves, num_layer_axes)
-    ]
-    return ScaleByLarsState(trust_ratio=jax.tree.unflatten(treedef, ones))
+    ratios = [jnp.ones(jnp.shape(w)[:k], _ratio_dtype(w))
+              for w, k in zip(jax.tree.leaves(params), num_layer_axes)]
+    return ScaleByLarsState(
+        count=jnp.zeros([], jnp.int32),
+        trust_ratio=jax.tree.unflatten(jax.tree.structure(params), ratios))
 
   def update_fn(updates, state, params=None):
-    del state
     if params is None:
       raise ValueError(
           "scale_by_lars needs the params: call update(updates, state, params)."
@@ -202,67 +233,40 @@ def scale_by_lars(
     decay, adapt, num_layer_axes = resolve(params)
     weights, treedef = jax.tree.flatten(params)
     grads = treedef.flatten_up_to(updates)
-    betas = [
-        None if (no_weight_decay or not d) else weight_decay for d in decay
-    ]
+    if trust_clip:
+      gamma = learning_rate(state.count) if callable(learning_rate) \
+          else learning_rate
 
-    # 1. Norms of the adapted layers, in one call (one rescue cond): first
-    #    every ||w||, then every denominator norm (||g|| or ||g + beta w||).
-    adapted = [i for i, a in enumerate(adapt) if a]
-    weight_thunks, denominator_thunks = [], []
-    for i in adapted:
-      w, g, beta = weights[i], grads[i], betas[i]
-      weight_thunks.append(lambda w=w: w)
-      if formula == "combined" and beta is not None:
-        denominator_thunks.append(
-            lambda w=w, g=g, beta=beta: g.astype(jnp.float32)
-            + beta * w.astype(jnp.float32)
-        )
-      else:
-        denominator_thunks.append(lambda g=g: g)
-    axes = [num_layer_axes[i] for i in adapted]
-    norms = _numerics.layer_norms(
-        weight_thunks + denominator_thunks, axes + axes, axis_name
-    )
-    w_norms = dict(zip(adapted, norms[: len(adapted)]))
-    d_norms = dict(zip(adapted, norms[len(adapted) :]))
-
-    # 2. Trust ratios and scaled updates, leaf by leaf. The scalar arithmetic
-    #    (plain lax ops, cheap to trace) is fused into each leaf's kernel.
-    f32 = jnp.float32
-    eta = jnp.asarray(trust_coefficient, f32)
-    epsilon = jnp.asarray(eps, f32)
-    beta32 = None if no_weight_decay else jnp.asarray(weight_decay, f32)
-    const = _numerics.Constants()
     new_updates, ratios = [], []
-    for i, (w, g, beta) in enumerate(zip(weights, grads, betas)):
-      u = lax.convert_element_type(g, f32)
-      if beta is not None:
-        u = u + beta32 * lax.convert_element_type(w, f32)
-      if not adapt[i]:
-        ratios.append(jnp.ones(jnp.shape(w)[: num_layer_axes[i]], f32))
-        new_updates.append(lax.convert_element_type(u, w.dtype))
-        continue
-      w_norm, d_norm = w_norms[i], d_norms[i]
-      if formula == "paper" and beta is not None:
-        d_norm = lax.add(d_norm, lax.mul(beta32, w_norm))
-      one = const(w_norm, 1.0)
-      # Zero (or denormal) norms give lambda = 1, the rule of optax.lars.
-      tiny = const(w_norm, _TINY)
-      zero = lax.bitwise_or(lax.lt(w_norm, tiny), lax.lt(d_norm, tiny))
-      denominator = lax.select(zero, one, lax.add(d_norm, epsilon))
-      ratio = lax.min(lax.div(lax.mul(eta, w_norm), denominator),
-                      const(w_norm, _MAX))
-      ratio = lax.select(zero, one, ratio)
-      if trust_clip:
-        ratio = lax.min(ratio, one)
+    for w, g, decayed, adapted, k in zip(weights, grads, decay, adapt,
+                                         num_layer_axes):
+      dtype = _numerics.accumulation_dtype(w.dtype)
+      w_, g_ = w.astype(dtype), g.astype(dtype)
+      decayed = decayed and not no_weight_decay
+      beta = weight_decay if decayed else 0.0
+      u = g_ + beta * w_ if decayed else g_
+      ratio = jnp.ones(w.shape[:k], _ratio_dtype(w))
+      if adapted:
+        w_norm = _numerics.layer_norm(w_, k, axis_name)
+        if formula == "paper":
+          d_norm = _numerics.layer_norm(g_, k, axis_name)
+          if decayed:
+            d_norm = d_norm + beta * w_norm
+        else:
+          d_norm = _numerics.layer_norm(u, k, axis_name)
+        ratio = _trust_ratio(w_norm, d_norm, trust_coefficient, eps)
+        if trust_clip:  # min(lambda, gamma) / gamma, 1 when gamma = 0
+          clipped = ratio < gamma
+          ratio = jnp.where(clipped, ratio / jnp.where(clipped, gamma, 1), 1)
+          ratio = ratio.astype(w_norm.dtype)
       ratios.append(ratio)
-      u = u * lax.broadcast_in_dim(ratio, u.shape, tuple(range(ratio.ndim)))
-      new_updates.append(lax.convert_element_type(u, w.dtype))
+      u = u * (ratio.reshape(ratio.shape + (1,) * (w.ndim - k)) if k else ratio)
+      new_updates.append(u.astype(w.dtype))
 
     return (
         jax.tree.unflatten(treedef, new_updates),
-        ScaleByLarsState(trust_ratio=jax.tree.unflatten(treedef, ratios)),
+        ScaleByLarsState(count=optax.safe_int32_increment(state.count),
+                         trust_ratio=jax.tree.unflatten(treedef, ratios)),
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -318,8 +322,9 @@ def lars(
     formula: ``"paper"`` or ``"combined"``, see :func:`scale_by_lars`.
     weight_decay_mask: where to decay (pytree of bools or callable).
     trust_ratio_mask: where to adapt (pytree of bools or callable).
-    trust_clip: LARC clipping: per-layer learning rate
-      :math:`\min(\gamma_t \lambda_l, \gamma_t)`.
+    trust_clip: LARC clipping (timm, apex): the layer's learning rate is
+      :math:`\min(\lambda_l, \gamma_t)` instead of
+      :math:`\gamma_t \lambda_l`, see :func:`scale_by_lars`.
     layer_axes: leading axes that index stacked layers, see
       :func:`scale_by_lars`.
     axis_name: mapped axis over which params are sharded inside
@@ -357,8 +362,10 @@ def lars(
     schedules.
 
   References:
-    You, Gitman and Ginsburg, `Large Batch Training of Convolutional Networks
-    <https://arxiv.org/abs/1708.03888>`_, 2017.
+    You, Gitman and Ginsburg, `Scaling SGD Batch Size to 32K for ImageNet
+    Training <https://arxiv.org/abs/1708.03888>`_, Technical Report
+    UCB/EECS-2017-156, 2017 (arXiv:1708.03888, later retitled "Large Batch
+    Training of Convolutional Networks").
   """
   _check_learning_rate(learning_rate)
   _check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
@@ -373,6 +380,7 @@ def lars(
           weight_decay_mask=weight_decay_mask,
           trust_ratio_mask=trust_ratio_mask,
           trust_clip=trust_clip,
+          learning_rate=learning_rate if trust_clip else None,
           layer_axes=layer_axes,
           axis_name=axis_name,
       ),
@@ -381,3 +389,4 @@ def lars(
       # 3. ... so v <- m * v + gamma_t * lambda * (g + beta * w); w <- w - v.
       optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=mu_dtype),
   )
+

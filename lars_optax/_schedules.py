@@ -53,8 +53,9 @@ def warmup_polynomial_decay_schedule(
     [0.0, 10.0, 2.5001, 0.0001]
 
   References:
-    You, Gitman and Ginsburg, `Large Batch Training of Convolutional Networks
-    <https://arxiv.org/abs/1708.03888>`_, 2017.
+    You, Gitman and Ginsburg, `Scaling SGD Batch Size to 32K for ImageNet
+    Training <https://arxiv.org/abs/1708.03888>`_, Technical Report
+    UCB/EECS-2017-156, 2017.
   """
   for name, value in (("peak_value", peak_value), ("init_value", init_value),
                       ("end_value", end_value)):
@@ -70,11 +71,12 @@ def warmup_polynomial_decay_schedule(
   decay_steps = total_steps - warmup_steps
 
   def schedule(count):
-    t = jnp.asarray(count, jnp.float32)
+    # The default float dtype: float32, or float64 under jax_enable_x64.
+    t = jnp.asarray(count, jnp.result_type(float))
     if warmup_steps > 0:
       warm = init_value + (peak_value - init_value) * t / warmup_steps
     else:
-      warm = jnp.asarray(peak_value, jnp.float32)
+      warm = jnp.asarray(peak_value, t.dtype)
     progress = jnp.clip((t - warmup_steps) / decay_steps, 0.0, 1.0)
     decay = end_value + (peak_value - end_value) * (1.0 - progress) ** power
     return jnp.where(t < warmup_steps, warm, decay)

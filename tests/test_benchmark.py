@@ -29,3 +29,9 @@ def test_minimal_lars_computes_what_lars_optax_computes():
     results.append(steps)
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
     np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_transformer_tree_is_deep():
+  shapes = benchmark_lars.transformer_shapes()
+  assert len(shapes) >= 1000
+  assert all(len(s) <= 2 for s in shapes.values())  # unscanned: no layer axis

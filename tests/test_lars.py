@@ -89,6 +89,40 @@ def test_matches_reference_with_masks_eps_and_clip():
   assert all(float(r) <= 1.0 for r in ratios[-1].values())  # clipped
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_trust_clip_is_larc_with_a_schedule(nesterov):
+  """The layer's learning rate is min(lambda, gamma_t), gamma_t far from 1."""
+  params = make_params()
+  kw = dict(weight_decay=1e-2, momentum=0.9, trust_coefficient=0.02,
+            eps=1e-3, nesterov=nesterov, trust_clip=True)
+  schedule = lars_optax.warmup_polynomial_decay_schedule(0.1, 2, 8)
+  history, ratios, _ = run(lars_optax.lars(schedule, **kw), params, 6)
+  ref_history, ref_ratios = reference.lars_steps(
+      params, grads_fn, reference.warmup_poly(0.1, 2, 8), 6, **kw)
+  for t in range(6):
+    assert_close_trees(history[t], ref_history[t], rtol=1e-6, atol=1e-7)
+    assert_close_trees(ratios[t], ref_ratios[t], rtol=1e-5)
+  # Some layers are capped by gamma_t (ratio 1), others keep lambda < gamma_t.
+  final = [float(r) for r in ratios[-1].values()]
+  assert 1.0 in final and min(final) < 0.5
+
+
+@pytest.mark.parametrize("trust_clip", [False, True])
+def test_equals_timm_lars_at_a_constant_learning_rate(trust_clip):
+  params = make_params()
+  kw = dict(weight_decay=1e-2, momentum=0.9, trust_coefficient=0.02, eps=1e-3,
+            trust_clip=trust_clip)
+  history, _, _ = run(lars_optax.lars(0.1, **kw), params, 5)
+  timm = reference.timm_lars_steps(params, grads_fn, 0.1, 5, **kw)
+  for t in range(5):
+    assert_close_trees(history[t], timm[t], rtol=1e-6, atol=1e-7)
+
+
+def test_trust_clip_needs_the_learning_rate():
+  with pytest.raises(ValueError, match="learning_rate"):
+    lars_optax.scale_by_lars(trust_clip=True)
+
+
 def test_paper_and_combined_formulas_differ():
   params = make_params()
   _, paper, _ = run(lars_optax.lars(0.1, weight_decay=1.0), params, 1)
@@ -143,23 +177,27 @@ def test_layer_axes_equal_separate_layers():
   gbias = jnp.asarray(rng.standard_normal((3, 5)).astype(np.float32))
   kw = dict(weight_decay=1e-2, trust_coefficient=1e-2)
   stacked = lars_optax.scale_by_lars(layer_axes={"w": 1, "b": 1}, **kw)
-  updates, state = stacked.update({"w": g, "b": gbias}, None, {"w": w, "b": bias})
+  updates, state = stacked.update({"w": g, "b": gbias},
+                                  stacked.init({"w": w, "b": bias}),
+                                  {"w": w, "b": bias})
   assert state.trust_ratio["w"].shape == (3,)
   single = lars_optax.scale_by_lars(**kw)
   for layer in range(3):
-    u, s = single.update({"w": g[layer], "b": gbias[layer]}, None,
-                         {"w": w[layer], "b": bias[layer]})
+    layer_params = {"w": w[layer], "b": bias[layer]}
+    u, s = single.update({"w": g[layer], "b": gbias[layer]},
+                         single.init(layer_params), layer_params)
     np.testing.assert_allclose(state.trust_ratio["w"][layer], s.trust_ratio["w"],
                                rtol=1e-6)
     np.testing.assert_allclose(state.trust_ratio["b"][layer], s.trust_ratio["b"],
                                rtol=1e-6)
     np.testing.assert_allclose(updates["w"][layer], u["w"], rtol=1e-6)
   # Callable and int forms; the default is one lambda per leaf.
-  _, s_callable = lars_optax.scale_by_lars(
-      layer_axes=lambda p: jax.tree.map(lambda _: 1, p), **kw).update(
-          {"w": g}, None, {"w": w})
+  by_callable = lars_optax.scale_by_lars(
+      layer_axes=lambda p: jax.tree.map(lambda _: 1, p), **kw)
+  _, s_callable = by_callable.update({"w": g}, by_callable.init({"w": w}),
+                                     {"w": w})
   np.testing.assert_allclose(s_callable.trust_ratio["w"], state.trust_ratio["w"])
-  _, s_default = single.update({"w": g}, None, {"w": w})
+  _, s_default = single.update({"w": g}, single.init({"w": w}), {"w": w})
   assert s_default.trust_ratio["w"].shape == ()
 
 
@@ -275,6 +313,118 @@ def test_dtype_preservation(dtype):
   assert all(p.dtype == dtype for p in jax.tree.leaves(new))
 
 
+@pytest.fixture
+def x64():
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("formula", ["paper", "combined"])
+def test_float64_matches_numpy_to_float64_precision(x64, formula):
+  del x64
+  params = {k: np.asarray(v, np.float64) for k, v in make_params().items()}
+  schedule_kw = dict(peak=2.0, warmup_steps=2, total_steps=8, end=1e-2)
+  kw = dict(weight_decay=5e-4, momentum=0.9, trust_coefficient=0.001,
+            formula=formula, trust_clip=True)
+  tx = lars_optax.lars(lars_optax.warmup_polynomial_decay_schedule(
+      2.0, 2, 8, end_value=1e-2), **kw)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  ref_history, ref_ratios = reference.lars_steps(
+      params, grads_fn, reference.warmup_poly(**schedule_kw), 6, **kw)
+  for t in range(6):
+    grads = {k: np.asarray(v, np.float64) for k, v in grads_fn(t, None).items()}
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    assert all(p.dtype == jnp.float64 for p in jax.tree.leaves(params))
+    assert_close_trees(params, ref_history[t], rtol=1e-13, atol=1e-15)
+    assert_close_trees(lars_optax.trust_ratios(state), ref_ratios[t],
+                       rtol=1e-12)
+
+
+def _as_pairs(tree):
+  """Complex leaves as real arrays with a trailing (real, imag) axis."""
+  return jax.tree.map(lambda x: jnp.stack([x.real, x.imag], -1), tree)
+
+
+def test_complex_params_equal_their_real_pairs():
+  """|x| norms, so a complex leaf is the real leaf of its (re, im) pairs."""
+  rng = np.random.default_rng(0)
+  def complex_tree(scale):
+    return {k: jnp.asarray((rng.standard_normal(s) + 1j * rng.standard_normal(s))
+                           * scale, jnp.complex64) for k, s in SHAPES.items()}
+  params, grads = complex_tree(1.0), [complex_tree(0.1) for _ in range(3)]
+  tx = lars_optax.lars(0.5, weight_decay=1e-2, trust_coefficient=0.02)
+  pairs = _as_pairs(params)
+  state, pair_state = tx.init(params), tx.init(pairs)
+  for g in grads:
+    updates, state = tx.update(g, state, params)
+    pair_updates, pair_state = tx.update(_as_pairs(g), pair_state, pairs)
+    params = optax.apply_updates(params, updates)
+    pairs = optax.apply_updates(pairs, pair_updates)
+    assert all(u.dtype == jnp.complex64 for u in jax.tree.leaves(updates))
+    chex.assert_trees_all_close(_as_pairs(params), pairs, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(lars_optax.trust_ratios(state),
+                                lars_optax.trust_ratios(pair_state), rtol=1e-6)
+  assert any(float(jnp.abs(u.imag).max()) > 0 for u in jax.tree.leaves(updates))
+
+
+def test_converges_on_complex_quadratic():
+  target = jnp.asarray([1 + 2j, -3j, 0.5 - 1j], jnp.complex64)
+  loss = lambda p: jnp.sum(jnp.abs(p["z"] - target) ** 2)
+  params = {"z": jnp.asarray([4 - 4j, 2 + 2j, -3 + 1j], jnp.complex64)}
+  tx = lars_optax.lars(
+      lars_optax.warmup_polynomial_decay_schedule(50.0, 10, 300),
+      trust_coefficient=0.01)
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    # JAX's gradient of a real function of z is conj(df/dz*): descend along
+    # its conjugate, as optax's own complex tests do.
+    grads = jax.tree.map(jnp.conj, jax.grad(loss)(params))
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  start = float(loss(params))
+  for _ in range(300):
+    params, state = step(params, state)
+  assert float(loss(params)) < 1e-3 * start
+
+
+@pytest.mark.parametrize("dtype, mu_dtype", [
+    (jnp.float32, None), (jnp.bfloat16, None), (jnp.bfloat16, jnp.float32),
+    (jnp.float16, None), (jnp.complex64, None),
+])
+def test_state_dtypes_and_shapes_stable_across_steps(dtype, mu_dtype):
+  params = jax.tree.map(lambda x: jnp.asarray(x, dtype), make_params())
+  tx = lars_optax.lars(lars_optax.warmup_polynomial_decay_schedule(0.1, 2, 10),
+                       weight_decay=1e-4, trust_clip=True, mu_dtype=mu_dtype,
+                       layer_axes={"conv": 1, "fc": 0, "bias": 0, "bn_scale": 0})
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for t in range(2):
+    grads = jax.tree.map(lambda x: jnp.asarray(x, dtype), grads_fn(t, None))
+    _, new_state = update(grads, state, params)
+    chex.assert_trees_all_equal_dtypes(state, new_state)
+    chex.assert_trees_all_equal_shapes(state, new_state)
+    state = new_state
+
+
+def test_float64_state_dtypes_stable(x64):
+  del x64
+  params = {"w": jnp.ones((3, 2), jnp.float64), "z": jnp.ones(2, jnp.complex128)}
+  tx = lars_optax.lars(0.1, weight_decay=1e-4)
+  state = tx.init(params)
+  assert lars_optax.trust_ratios(state)["w"].dtype == jnp.float64
+  assert lars_optax.trust_ratios(state)["z"].dtype == jnp.float64
+  _, new_state = jax.jit(tx.update)(params, state, params)
+  chex.assert_trees_all_equal_dtypes(state, new_state)
+
+
 def test_mu_dtype():
   params = {"w": jnp.ones((4, 4), jnp.bfloat16)}
   tx = lars_optax.lars(0.1, mu_dtype=jnp.float32)
@@ -329,7 +479,7 @@ _finite = st.floats(-1e6, 1e6, allow_nan=False, width=32)
 @functools.lru_cache(maxsize=None)
 def _scale_by_lars_jit(formula):
   tx = lars_optax.scale_by_lars(trust_coefficient=0.01, formula=formula)
-  return jax.jit(lambda g, w: tx.update(g, None, w))
+  return jax.jit(lambda g, w: tx.update(g, tx.init(w), w))
 
 
 @settings(max_examples=25, deadline=None)

@@ -91,7 +91,7 @@ def test_traced_mask_values_are_rejected():
   tx = lars_optax.scale_by_lars(
       weight_decay_mask=lambda p: jax.tree.map(lambda x: jnp.ndim(x) > 1 + x.sum(), p))
   with pytest.raises(ValueError, match="static"):
-    jax.jit(lambda p: tx.update(p, None, p))(PARAMS)
+    jax.jit(lambda p: tx.update(p, tx.init(p), p))(PARAMS)
 
 
 def test_masks_also_work_with_optax_masked():
