@@ -22,6 +22,8 @@ train: venv
 	  $(if $(MANUAL_DIR),--config.data.manual_dir=$(abspath $(MANUAL_DIR)))
 
 test: venv
+	$(PY) -m ruff check lars_optax
+	$(PY) -m mypy
 	$(PY) -m pytest -q tests --doctest-modules lars_optax
 
 clean:

@@ -27,7 +27,7 @@ class ScaleByLarsState(NamedTuple):
       rate is :math:`\gamma_t` times it.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
   trust_ratio: optax.Updates
 
 
@@ -91,6 +91,13 @@ def _trust_ratio(w_norm, d_norm, trust_coefficient, eps):
   ratio = jnp.where((w_norm >= tiny) & (d_norm >= tiny),
                     trust_coefficient * w_norm / denominator, 1)
   return jnp.where(jnp.isfinite(ratio), ratio, 0).astype(w_norm.dtype)
+
+
+def _larc_clip(ratio, gamma):
+  """min(lambda, gamma) / gamma, the factor applied before gamma; 1 at gamma 0."""
+  clipped = ratio < gamma
+  return jnp.where(clipped, ratio / jnp.where(clipped, gamma, 1),
+                   1).astype(ratio.dtype)
 
 
 def scale_by_lars(
@@ -208,6 +215,7 @@ def scale_by_lars(
     raise ValueError(f"`trust_clip` must be a bool, got {trust_clip!r}.")
   if trust_clip and learning_rate is None:
     raise ValueError("`trust_clip=True` needs the `learning_rate` it clips at.")
+  clip_at: optax.ScalarOrSchedule = 0.0 if learning_rate is None else learning_rate
   no_weight_decay = _concrete_float(weight_decay) == 0.0
 
   def resolve(params):
@@ -232,10 +240,10 @@ def scale_by_lars(
       )
     decay, adapt, num_layer_axes = resolve(params)
     weights, treedef = jax.tree.flatten(params)
-    grads = treedef.flatten_up_to(updates)
+    # tree.map checks that updates and params have the same structure.
+    grads = jax.tree.leaves(jax.tree.map(lambda g, _: g, updates, params))
     if trust_clip:
-      gamma = learning_rate(state.count) if callable(learning_rate) \
-          else learning_rate
+      gamma = clip_at(state.count) if callable(clip_at) else clip_at
 
     new_updates, ratios = [], []
     for w, g, decayed, adapted, k in zip(weights, grads, decay, adapt,
@@ -255,10 +263,8 @@ def scale_by_lars(
         else:
           d_norm = _numerics.layer_norm(u, k, axis_name)
         ratio = _trust_ratio(w_norm, d_norm, trust_coefficient, eps)
-        if trust_clip:  # min(lambda, gamma) / gamma, 1 when gamma = 0
-          clipped = ratio < gamma
-          ratio = jnp.where(clipped, ratio / jnp.where(clipped, gamma, 1), 1)
-          ratio = ratio.astype(w_norm.dtype)
+        if trust_clip:
+          ratio = _larc_clip(ratio, gamma)
       ratios.append(ratio)
       u = u * (ratio.reshape(ratio.shape + (1,) * (w.ndim - k)) if k else ratio)
       new_updates.append(u.astype(w.dtype))

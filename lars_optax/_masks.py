@@ -111,16 +111,18 @@ def per_leaf(option: Any, params: Any, option_name: str, default: Any) -> list[A
     option = option(params)
   if isinstance(option, (bool, int, np.bool_, np.integer)):
     return [option] * num_leaves
-  treedef = jax.tree.structure(params)
   try:
     expanded = jax.tree.map(
         lambda value, subtree: jax.tree.map(lambda _: value, subtree),
         option,
         params,
     )
-    return treedef.flatten_up_to(expanded)
   except (ValueError, TypeError, KeyError):
-    raise ValueError(_mismatch_message(option_name, option, params)) from None
+    expanded = None
+  values = jax.tree.leaves(expanded)
+  if len(values) != num_leaves:
+    raise ValueError(_mismatch_message(option_name, option, params))
+  return values
 
 
 def static_bools(option: Mask, params: Any, option_name: str) -> list[bool]:

@@ -98,22 +98,3 @@ def test_masks_also_work_with_optax_masked():
   tx = optax.masked(optax.set_to_zero(), lars_optax.mask_by_name("kernel", exclude=False))
   updates, _ = tx.update(PARAMS, tx.init(PARAMS), PARAMS)
   assert float(updates["dense"]["kernel"].sum()) == 0.0
-
-
-def test_names_drop_the_value_attribute_of_nnx_variables():
-  """Flax NNX params hold arrays in Variables (key path ``...['bias'].value``):
-  names and mask_by_name see 'layer/bias', as for plain dicts."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  class Layer(nnx.Module):
-
-    def __init__(self):
-      self.kernel = nnx.Param(jnp.ones((3, 2)))
-      self.bias = nnx.Param(jnp.zeros(2))
-
-  _, params = nnx.split(Layer(), nnx.Param)
-  assert lars_optax.parameter_names(params) == ["bias", "kernel"]
-  mask = lars_optax.mask_by_name(r"(^|/)bias$")(params)
-  assert jax.tree.leaves(mask) == [False, True]
-  state = lars_optax.lars(0.1).init(params)
-  assert sorted(lars_optax.trust_ratios_by_name(state)) == ["bias", "kernel"]

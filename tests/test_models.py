@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+import lars_optax
 from experiments import models
 from experiments.models import MODELS, BatchNorm, create_model
 
@@ -313,3 +314,20 @@ def test_registry_is_consistent():
   assert set(MODELS) == set(models._REGISTRY)
   for name, shape in MODELS.items():
     assert len(shape) == 3, name
+
+
+def test_names_drop_the_value_attribute_of_nnx_variables():
+  """Flax NNX params hold arrays in Variables (key path ``...['bias'].value``):
+  names and mask_by_name see 'layer/bias', as for plain dicts."""
+  class Layer(nnx.Module):
+
+    def __init__(self):
+      self.kernel = nnx.Param(jnp.ones((3, 2)))
+      self.bias = nnx.Param(jnp.zeros(2))
+
+  _, params = nnx.split(Layer(), nnx.Param)
+  assert lars_optax.parameter_names(params) == ["bias", "kernel"]
+  mask = lars_optax.mask_by_name(r"(^|/)bias$")(params)
+  assert jax.tree.leaves(mask) == [False, True]
+  state = lars_optax.lars(0.1).init(params)
+  assert sorted(lars_optax.trust_ratios_by_name(state)) == ["bias", "kernel"]
