@@ -85,7 +85,19 @@ read_threads    min(8, cpu count)          threads decoding uncached records
 image_size      None -> 224                imagenet2012 only: side of the crops
 train_split     None -> "train"            tfds split spec, e.g. "train[:10%]"
 eval_split      None -> "test"             ("validation" for imagenet2012)
+validation_     0                          examples held out of the train split as
+holdout                                    a validation set (0: none)
+validation_     0                          seeds the choice of the held-out examples
+seed                                       (fixed whatever the training seed)
 ==============  =========================  =========================================
+
+Validation holdout
+------------------
+With ``validation_holdout=n > 0`` a fixed set of ``n`` examples of the train
+split, drawn by ``holdout_indices(len(train split), n, validation_seed)``, is
+set aside: ``train_iterator`` never yields them (``info.num_train`` counts
+the rest) and ``eval_iterator(..., subset="validation")`` yields exactly them,
+in index order. ``subset="eval"`` (the default) reads ``eval_split`` as before.
 
 Tests with ``tfds.testing.mock_data``
 -------------------------------------
@@ -128,6 +140,7 @@ __all__ = [
     "SUPPORTED_DATASETS",
     "DataNotFoundError",
     "DatasetInfo",
+    "holdout_indices",
     "prepare",
     "train_iterator",
     "eval_iterator",
@@ -145,7 +158,9 @@ class DatasetInfo:
 
   ``image_shape`` is the (H, W, C) of the images the iterators yield.
   ``num_train`` / ``num_test`` count the records of the configured train and
-  eval splits (under ``tfds.testing.mock_data``: the mocked ``num_examples``).
+  eval splits (under ``tfds.testing.mock_data``: the mocked ``num_examples``);
+  with a validation holdout, ``num_train`` excludes the ``num_validation``
+  held-out examples.
   """
 
   name: str
@@ -153,6 +168,7 @@ class DatasetInfo:
   num_test: int
   num_classes: int
   image_shape: tuple[int, int, int]
+  num_validation: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +199,7 @@ _NETWORK_TIMEOUT_S = 3.0
 # Salts that keep the random streams of the sampler and augmentation apart.
 _PERMUTATION_STREAM = 0
 _AUGMENT_STREAM = 1
+_HOLDOUT_STREAM = 2
 # Random-resized crop: attempts, each (area, log aspect ratio, x, y), + flip.
 _CROP_ATTEMPTS = 10
 
@@ -223,6 +240,27 @@ def _image_shape(config: Any, name: str) -> tuple[int, int, int]:
 def _splits(config: Any, name: str) -> tuple[str, str]:
   return (_field(config, "train_split", "train"),
           _field(config, "eval_split", _RECIPES[name].eval_split))
+
+
+def _validation_holdout(config: Any, num_examples: int) -> int:
+  holdout = int(_field(config, "validation_holdout", 0))
+  if not 0 <= holdout < num_examples:
+    raise ValueError(
+        f"validation_holdout={holdout} must be in [0, {num_examples}), the size "
+        "of the train split.")
+  return holdout
+
+
+def holdout_indices(num_examples: int, holdout: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(train, validation) indices, sorted: a fixed split of ``range(num_examples)``.
+
+  ``holdout`` indices drawn without replacement from a stream of ``seed`` alone,
+  so the validation set is the same for every training seed and every run.
+  """
+  rng = np.random.default_rng([*_seed_words(seed), _HOLDOUT_STREAM])
+  order = rng.permutation(num_examples)
+  return np.sort(order[holdout:]), np.sort(order[:holdout])
 
 
 def _use_cache(config: Any, name: str) -> bool:
@@ -400,12 +438,15 @@ def prepare(data_config: Any) -> DatasetInfo:
         "this pipeline reads array_record files. Use another data_dir (it is "
         "rebuilt there) or convert it with `tfds convert_format`.")
   train_split, eval_split = _splits(data_config, name)
+  num_train = len(_source(builder, train_split))
+  holdout = _validation_holdout(data_config, num_train)
   return DatasetInfo(
       name=name,
-      num_train=len(_source(builder, train_split)),
+      num_train=num_train - holdout,
       num_test=len(_source(builder, eval_split)),
       num_classes=int(builder.info.features["label"].num_classes),
       image_shape=image_shape,
+      num_validation=holdout,
   )
 
 
@@ -450,6 +491,34 @@ class _Split:
     images = [np.asarray(r["image"]) for r in records]
     labels = np.asarray([r["label"] for r in records], np.int32)
     return images, labels
+
+
+class _Subset:
+  """The examples ``indices`` of a split, renumbered 0..len(indices)-1."""
+
+  def __init__(self, split: _Split, indices: np.ndarray):
+    self._split = split
+    self._indices = np.asarray(indices)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  @property
+  def cached(self) -> bool:
+    return self._split.cached
+
+  def read(self, indices: np.ndarray):
+    return self._split.read(self._indices[np.asarray(indices)])
+
+
+def _train_part(split: _Split, config: Any, part: str):
+  """The training ("train") or held-out ("validation") part of the train split."""
+  holdout = _validation_holdout(config, len(split))
+  if not holdout:
+    return split
+  train, validation = holdout_indices(len(split), holdout,
+                                      int(_field(config, "validation_seed", 0)))
+  return _Subset(split, train if part == "train" else validation)
 
 
 _CACHE: collections.OrderedDict = collections.OrderedDict()
@@ -713,7 +782,8 @@ def train_iterator(data_config: Any, info: DatasetInfo, *, global_batch_size: in
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
   train_split, _ = _splits(data_config, name)
-  split = _open_split(name, data_config, train_split)
+  split = _train_part(_open_split(name, data_config, train_split), data_config,
+                      "train")
   if len(split) != info.num_train:
     raise ValueError(f"{name} {train_split} has {len(split)} examples, info "
                      f"says {info.num_train}: call prepare() again.")
@@ -754,9 +824,12 @@ def _count_from(start: int) -> Iterator[int]:
 
 
 def eval_iterator(data_config: Any, info: DatasetInfo, *, batch_size: int,
-                  process_index: int = 0,
-                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                  process_index: int = 0, process_count: int = 1,
+                  subset: str = "eval") -> Iterator[dict[str, np.ndarray]]:
   """Every eval example exactly once, in order, padded to full batches.
+
+  ``subset``: ``"eval"`` reads ``eval_split``; ``"validation"`` the examples
+  held out of the train split (``validation_holdout`` must be > 0).
 
   Batch ``b`` covers global positions ``[b*B, (b+1)*B)``; positions past the end
   are padding (zero image, label 0, mask 0). This process gets rows
@@ -774,8 +847,16 @@ def eval_iterator(data_config: Any, info: DatasetInfo, *, batch_size: int,
     raise ValueError(f"batch_size must be positive, got {batch_size}.")
   lo, hi = _process_slice(batch_size, process_index, process_count,
                           "eval batch size")
-  _, eval_split = _splits(data_config, name)
-  split = _open_split(name, data_config, eval_split)
+  train_split, eval_split = _splits(data_config, name)
+  if subset == "eval":
+    split = _open_split(name, data_config, eval_split)
+  elif subset == "validation":
+    if not info.num_validation:
+      raise ValueError("subset='validation' needs data.validation_holdout > 0.")
+    split = _train_part(_open_split(name, data_config, train_split),
+                        data_config, "validation")
+  else:
+    raise ValueError(f"Unknown subset {subset!r}; use 'eval' or 'validation'.")
   num_examples = len(split)
   image_shape = info.image_shape
   read_threads = _read_threads(data_config)

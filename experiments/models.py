@@ -22,6 +22,10 @@ shape it is built for, ``(height, width, channels)``, NHWC float32 in, logits ou
 Initialisation follows the ImageNet recipes (Goyal et al. 2017): He-normal
 (fan-out) for convolutions, He-normal (fan-in) for hidden dense layers,
 N(0, 0.01) for the classifier, zero biases, BatchNorm scale 1 and bias 0.
+``SmallCNN`` also takes ``init_scheme="fan_in"`` (He-normal fan-in for every
+conv and hidden dense layer, LeCun-normal fan-in for the classifier) and
+``use_batch_norm=False`` (conv and dense layers get zero-initialised biases
+instead of the BN that follows them); see ``INIT_SCHEMES``.
 ``zero_init_last_batch_norm=True`` (ResNets) sets the scale of the last BN of
 every residual block to 0; it is off by default so that LARS's rule for
 zero-norm weights (trust ratio 1) is not triggered by the initialisation.
@@ -96,6 +100,7 @@ __all__ = [
     "AlexNetBN",
     "BatchNorm",
     "CifarResNet",
+    "INIT_SCHEMES",
     "ResNet",
     "SmallCNN",
     "create_model",
@@ -108,6 +113,17 @@ Dtype = Any
 conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 dense_init = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
 classifier_init = nnx.initializers.normal(stddev=0.01)
+
+# Initialisation schemes of SmallCNN: name -> (conv, hidden dense, classifier).
+# "fan_in" keeps the scale of the activations through a network without BN
+# (He et al. 2015) and gives the classifier a norm comparable to the other
+# layers', so its LARS trust ratio is not ~1e-4 (N(0, 0.01) gives that).
+INIT_SCHEMES = {
+    "goyal": (conv_init, dense_init, classifier_init),
+    "fan_in": (nnx.initializers.variance_scaling(2.0, "fan_in", "normal"),
+               dense_init,
+               nnx.initializers.variance_scaling(1.0, "fan_in", "normal")),
+}
 
 
 class BatchNorm(nnx.Module):
@@ -213,13 +229,13 @@ class BatchNorm(nnx.Module):
 
 
 def _conv(in_features, out_features, kernel_size, strides=1, *, padding=None,
-          dtype, rngs):
-  """Bias-free conv (a BN follows) with He init and symmetric padding k // 2."""
+          use_bias=False, kernel_init=conv_init, dtype, rngs):
+  """Conv with He init and symmetric padding k // 2; bias-free (a BN follows)."""
   if padding is None:
     padding = [(kernel_size // 2, kernel_size // 2)] * 2
   return nnx.Conv(
       in_features, out_features, (kernel_size, kernel_size), strides,
-      padding=padding, use_bias=False, kernel_init=conv_init,
+      padding=padding, use_bias=use_bias, kernel_init=kernel_init,
       dtype=dtype, rngs=rngs,
   )
 
@@ -238,32 +254,38 @@ def _max_pool(x, window: int, stride: int, padding: int = 0):
 
 
 class _ConvBN(nnx.Module):
-  """conv -> BN -> ReLU."""
+  """conv -> BN -> ReLU; with ``bn=None``, conv (with bias) -> ReLU."""
 
   def __init__(self, in_features, out_features, kernel_size, strides=1, *,
-               padding=None, bn: Callable[..., BatchNorm], dtype, rngs):
+               padding=None, bn: Callable[..., BatchNorm] | None,
+               kernel_init=conv_init, dtype, rngs):
     self.conv = _conv(in_features, out_features, kernel_size, strides,
-                      padding=padding, dtype=dtype, rngs=rngs)
-    self.bn = bn(out_features)
+                      padding=padding, use_bias=bn is None,
+                      kernel_init=kernel_init, dtype=dtype, rngs=rngs)
+    self.bn = None if bn is None else bn(out_features)
 
   def __call__(self, x):
-    return jax.nn.relu(self.bn(self.conv(x)))
+    x = self.conv(x)
+    return jax.nn.relu(x if self.bn is None else self.bn(x))
 
 
 class _DenseBN(nnx.Module):
-  """dense (no bias) -> BN -> ReLU."""
+  """dense (no bias) -> BN -> ReLU; with ``bn=None``, dense (with bias) -> ReLU."""
 
-  def __init__(self, in_features, out_features, *, bn, dtype, rngs):
-    self.dense = nnx.Linear(in_features, out_features, use_bias=False,
-                            kernel_init=dense_init, dtype=dtype, rngs=rngs)
-    self.bn = bn(out_features)
+  def __init__(self, in_features, out_features, *, bn, kernel_init=dense_init,
+               dtype, rngs):
+    self.dense = nnx.Linear(in_features, out_features, use_bias=bn is None,
+                            kernel_init=kernel_init, dtype=dtype, rngs=rngs)
+    self.bn = None if bn is None else bn(out_features)
 
   def __call__(self, x):
-    return jax.nn.relu(self.bn(self.dense(x)))
+    x = self.dense(x)
+    return jax.nn.relu(x if self.bn is None else self.bn(x))
 
 
-def _classifier(in_features, num_classes, *, dtype, rngs):
-  return nnx.Linear(in_features, num_classes, kernel_init=classifier_init,
+def _classifier(in_features, num_classes, *, kernel_init=classifier_init,
+                dtype, rngs):
+  return nnx.Linear(in_features, num_classes, kernel_init=kernel_init,
                     dtype=dtype, rngs=rngs)
 
 
@@ -273,25 +295,40 @@ class SmallCNN(nnx.Module):
   Each stage is conv (``(features, kernel, stride)``, the first one large and
   strided as AlexNet's conv1) -> BN -> ReLU -> 2x2 max-pool; then
   fc -> BN -> ReLU and the classifier.
+
+  ``use_batch_norm=False`` drops every BN (the AlexNet analogue without BN);
+  the conv and hidden dense layers then have zero-initialised biases.
+  ``init_scheme`` names the initialisers (``INIT_SCHEMES``).
   """
 
   def __init__(self, *, num_classes: int,
                stages: Sequence[tuple[int, int, int]] = ((16, 5, 2), (32, 3, 1)),
-               hidden: int = 128, image_shape=(28, 28, 1), bn, dtype, rngs):
+               hidden: int = 128, image_shape=(28, 28, 1), bn, dtype, rngs,
+               use_batch_norm: bool = True, init_scheme: str = "goyal"):
+    if init_scheme not in INIT_SCHEMES:
+      raise ValueError(f"Unknown init_scheme {init_scheme!r}; valid schemes are: "
+                       f"{', '.join(sorted(INIT_SCHEMES))}.")
+    conv_kernel_init, dense_kernel_init, classifier_kernel_init = (
+        INIT_SCHEMES[init_scheme])
+    if not use_batch_norm:
+      bn = None
     height, width, channels = image_shape
     layers = []
     for features, kernel, stride in stages:
       layers.append(_ConvBN(channels, features, kernel, stride, bn=bn,
-                            dtype=dtype, rngs=rngs))
+                            kernel_init=conv_kernel_init, dtype=dtype,
+                            rngs=rngs))
       channels = features
       # Symmetric padding k // 2 keeps ceil(size / stride); the pool halves it.
       height, width = -(-height // stride) // 2, -(-width // stride) // 2
     if min(height, width) < 1:
       raise ValueError(f"SmallCNN: input {image_shape} is too small.")
     self.stages = nnx.List(layers)
-    self.fc = _DenseBN(height * width * channels, hidden, bn=bn, dtype=dtype,
-                       rngs=rngs)
-    self.head = _classifier(hidden, num_classes, dtype=dtype, rngs=rngs)
+    self.fc = _DenseBN(height * width * channels, hidden, bn=bn,
+                       kernel_init=dense_kernel_init, dtype=dtype, rngs=rngs)
+    self.head = _classifier(hidden, num_classes,
+                            kernel_init=classifier_kernel_init, dtype=dtype,
+                            rngs=rngs)
 
   def __call__(self, x):
     for stage in self.stages:

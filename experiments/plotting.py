@@ -11,6 +11,8 @@ def read_metrics(path: str) -> tuple[dict[str, list], dict[str, list]]:
   with open(path) as f:
     for line in f:
       record = json.loads(line)
+      if record.get("kind") == "validation":  # runs with a holdout: not plotted
+        continue
       target = evaluation if record.get("kind") == "eval" else train
       for key, value in record.items():
         if key not in ("step", "kind"):

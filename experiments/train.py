@@ -28,6 +28,20 @@ with ``batch_norm_groups = number of devices``; pmap: no axis name and a
 ``pmean`` of the running averages after the step). In both modes every loop
 computes the same function of the same global batch.
 
+``config.batch_norm_group_size = n`` (optional, jit loop) normalises over
+contiguous groups of ``n`` examples of the global batch whatever its size
+(``batch_norm_groups = global_batch_size // n``), as per-GPU BatchNorm with
+``n`` examples per GPU. ``config.model_kwargs`` (optional) is passed to
+``models.create_model`` (e.g. ``use_batch_norm``, ``init_scheme``).
+
+Optional validation: with ``config.data.validation_holdout > 0`` the periodic
+evaluations read the held-out validation examples (logged as kind
+``"validation"``) and the test split is evaluated once, at the end;
+``config.eval_every_epochs > 0`` evaluates every that many epochs of examples
+instead of every ``eval_every_steps`` steps. Warm-up may also be given as a
+fraction of the run (``config.warmup_fraction``) with a floor
+(``config.min_warmup_steps``).
+
 Models are Flax NNX modules used functionally: ``nnx.split`` into a graphdef
 and the ``Param`` / ``BatchStat`` states once, ``nnx.merge`` inside the jitted
 step. The train state is a plain dict ``{step, params, batch_stats,
@@ -116,6 +130,15 @@ def validate_config(
   if config.checkpoint_every_steps < 0 or config.log_every_steps <= 0:
     raise ValueError("config.checkpoint_every_steps must be >= 0 and "
                      "config.log_every_steps > 0.")
+  group_size = config.get("batch_norm_group_size", 0)
+  if group_size:
+    if config.loop != "jit" or config.batch_norm != "global":
+      raise ValueError("config.batch_norm_group_size needs config.loop='jit' "
+                       "and config.batch_norm='global' (it sets the groups).")
+    if config.global_batch_size % group_size:
+      raise ValueError(
+          f"config.global_batch_size={config.global_batch_size} is not a "
+          f"multiple of config.batch_norm_group_size={group_size}.")
 
 
 def check_batch_fits(config: ml_collections.ConfigDict, info) -> None:
@@ -152,6 +175,9 @@ def create_learning_rate_schedule(config, steps_per_epoch: int) -> Schedule:
   if total <= 0:
     total = max(1, int(round(config.num_epochs * steps_per_epoch)))
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  # Optional: at least a fraction of the run and at least a number of steps.
+  warmup = max(warmup, math.ceil(config.get("warmup_fraction", 0.0) * total),
+               config.get("min_warmup_steps", 0))
   if warmup >= total:  # a run shorter than its warm-up (a smoke test)
     logging.warning("Warm-up of %d steps >= the run's %d steps: warming up "
                     "for %d steps instead.", warmup, total, total - 1)
@@ -209,6 +235,10 @@ def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
 
 
 def _model_factory(config, info, *, batch_norm_axis_name, batch_norm_groups):
+  model_kwargs = config.get("model_kwargs") or {}
+  if hasattr(model_kwargs, "to_dict"):
+    model_kwargs = model_kwargs.to_dict()
+
   def make():
     return models.create_model(
         config.model, num_classes=info.num_classes,
@@ -216,7 +246,7 @@ def _model_factory(config, info, *, batch_norm_axis_name, batch_norm_groups):
         batch_norm_axis_name=batch_norm_axis_name,
         batch_norm_groups=batch_norm_groups,
         dtype=jnp.dtype(config.get("model_dtype", "float32")),
-        image_shape=tuple(info.image_shape))
+        image_shape=tuple(info.image_shape), **model_kwargs)
   return make
 
 
@@ -342,6 +372,8 @@ class _Loop:
     else:
       axis = None if per_device else PMAP_AXIS
       groups = 1
+    if config.get("batch_norm_group_size", 0):
+      groups = config.global_batch_size // config.batch_norm_group_size
     if batch_norm_groups is not None:
       groups = batch_norm_groups
     self.make_model = _model_factory(config, info, batch_norm_axis_name=axis,
@@ -570,7 +602,7 @@ class MetricsWriter:
 
     def keep(step: int, kind: str) -> bool:  # what a killed run logged before the checkpoint
       return step < start_step or (step == start_step and not (
-          redo_eval_at_start and kind == "eval"))
+          redo_eval_at_start and kind in ("eval", "validation")))
 
     kept = []
     if os.path.exists(self.path):
@@ -623,12 +655,15 @@ class MetricsWriter:
       self._tb = None
 
 
-def evaluate(loop: _Loop, state, config, info) -> dict[str, float]:
+def evaluate(loop: _Loop, state, config, info,
+             subset: str = "eval") -> dict[str, float]:
+  """Loss and accuracy on the eval split, or ``subset="validation"``."""
   batch_size = config.get("eval_batch_size") or config.global_batch_size
   totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
   for batch in input_pipeline.eval_iterator(
       config.data, info, batch_size=batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count()):
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      subset=subset):
     sums = loop.fetch(loop.eval_step(state, batch))
     for k in totals:
       totals[k] += sums[k]
@@ -660,6 +695,21 @@ def _restore(manager, step: int, loop: _Loop) -> State:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   return manager.restore(
       step, args=ocp.args.StandardRestore(loop.abstract_canonical_state()))
+
+
+def eval_steps_by_epochs(every_epochs: float, num_train: int,
+                         global_batch_size: int, total_steps: int) -> set[int]:
+  """Steps in [1, total_steps) that first reach each multiple of ``every_epochs``.
+
+  Epochs are counted in examples (``num_train`` examples each), so the
+  evaluations fall at the same fractions of the data for every batch size.
+  """
+  steps_per_epoch = num_train / global_batch_size
+  steps, k = set(), 1
+  while (step := math.ceil(k * every_epochs * steps_per_epoch - 1e-9)) < total_steps:
+    steps.add(max(step, 1))
+    k += 1
+  return steps
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
@@ -709,6 +759,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   eval_every = config.eval_every_steps
   if eval_every < 0:  # -1: once per epoch
     eval_every = steps_per_epoch
+  eval_steps = None  # optional: by epochs of examples instead
+  if config.get("eval_every_epochs", 0) > 0:
+    eval_steps = eval_steps_by_epochs(config.eval_every_epochs, info.num_train,
+                                      config.global_batch_size, total_steps)
+  # With a validation holdout, the periodic evaluations use it.
+  periodic = "validation" if info.num_validation else "eval"
   checkpoint_every = config.checkpoint_every_steps
   log_every = config.log_every_steps
   batch_examples = config.global_batch_size
@@ -724,6 +780,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
   last_train: dict[str, float] = {}
   last_eval: dict[str, float] = {}
+  last_validation: dict[str, float] | None = None
   timing = {"first_step_done": None, "steps_timed": 0, "last_time": None}
 
   def handle(step: int, device_metrics) -> None:
@@ -767,15 +824,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         handle(*pending)
       pending = (step, metrics)
       do_checkpoint = checkpoint_every and step % checkpoint_every == 0
-      do_eval = eval_every and step % eval_every == 0
+      if eval_steps is None:
+        do_eval = eval_every and step % eval_every == 0
+      else:
+        do_eval = step in eval_steps
       if do_checkpoint or do_eval or step == total_steps:
         handle(*pending)
         pending = None
       # Evaluate before saving: a run killed after the checkpoint of `step`
       # has logged everything up to `step`, so the resumed run logs no gaps.
       if do_eval and step != total_steps:
-        last_eval = evaluate(loop, state, config, info)
-        writer.write(step, "eval", last_eval)
+        last_eval = evaluate(loop, state, config, info, periodic)
+        writer.write(step, periodic, last_eval)
       if do_checkpoint or step == total_steps:
         _save(manager, step, loop.to_canonical(state))
     if pending is not None:
@@ -785,6 +845,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     if start_step == total_steps and latest is not None:
       logging.info("Checkpoint of step %d is the final step; evaluating only.",
                    total_steps)
+    if info.num_validation:
+      last_validation = evaluate(loop, state, config, info, "validation")
+      writer.write(total_steps, "validation", last_validation)
     last_eval = evaluate(loop, state, config, info)
     writer.write(total_steps, "eval", last_eval)
   finally:
@@ -819,6 +882,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                            if train_time > 0 else float("nan")),
       "wall_time_s": time.time() - start_time,
   }
+  if last_validation is not None:
+    final["val_loss"] = last_validation["loss"]
+    final["val_accuracy"] = last_validation["accuracy"]
   if is_chief:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump(final, f, indent=2)

@@ -1,0 +1,531 @@
+r"""The large-batch study (issue 10): plan, run, resume and summarise.
+
+  python -m experiments.large_batch --manual_dir=../shared/datasets   # run / resume
+  python -m experiments.large_batch --pilot --manual_dir=../shared/datasets
+  python -m experiments.large_batch --summarize                      # table + plots
+
+The design (grids, schedule, models, seeds) lives in
+``experiments/configs/large_batch.py``; the summary (verdict table, steps to
+target, plots, pilot report) in ``experiments/large_batch_summary.py``. This
+module turns the design into runs, one at a time, through
+``train.train_and_evaluate``, and appends one CSV row per finished run (a
+diverged run is a row too). The plan is a pure function of the
+CSV, recomputed after every run, so the study can be killed and restarted at
+will: finished runs are skipped and a half-finished run resumes from its
+orbax checkpoint (``<workdir>/<run tag>/checkpoints``, every 2 epochs).
+
+Order of the runs, most informative first:
+
+1. Phase "grid", seed 0, model A (the primary model) then model B; within a
+   model batch 128 first (it defines R, the reference accuracy, and the best
+   SGD learning rate that the larger batches' SGD grids are scaled from),
+   then 4096 and 8192 (where the two optimizers are expected to differ),
+   then 2048, 1024 and 512 last (least likely to separate them). Within a
+   batch, learning rates from the middle of the grid outwards, alternating
+   optimizers, so a partial grid already brackets the optimum; edge
+   extensions follow as soon as the grid they extend is complete.
+2. Phase "seed": seeds 1 and 2 at each optimizer's selected learning rate for
+   every batch size, in the same model and batch order.
+3. Phase "ablation": batch 4096 with the longer warm-up, seeds 0-2, at each
+   optimizer's selected learning rate, model A then B.
+
+The claim test (issue 10, fixed before the runs): R = the higher of the two
+optimizers' mean test accuracy at batch 128 (at their selected learning
+rates). At batch B, G = R - mean test accuracy at the selected learning rate.
+The claim holds at B when G_LARS <= 1 point and G_SGD - G_LARS >=
+max(1 point, 2 SE), where SE = sqrt(SE_LARS^2 + SE_SGD^2) is the standard
+error of the difference of the two means over their seeds (std with ddof=1 /
+sqrt(n); 0 where a batch has one seed). Steps to target: the fewest steps any
+seed-0 run of the grid at (model, batch, optimizer) needs to reach validation
+accuracy R - 1.5 points.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from experiments.configs import large_batch as study
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results", "large_batch.csv")
+COLUMNS = (
+    "model", "batch_norm", "optimizer", "formula", "batch_size",
+    "learning_rate", "warmup_steps", "epochs", "steps", "seed",
+    "val_accuracy", "test_accuracy", "train_loss", "wall_time_s", "device",
+    # Beyond the issue's columns. A resumed run (resumed_from_step > 0) has
+    # the wall time and speed of its last segment only. val_curve: JSON
+    # [[step, validation accuracy], ...], every quarter epoch and at the end.
+    "phase", "bias_and_norm", "warmup_fraction", "reference_learning_rate",
+    "val_loss", "test_loss", "status", "examples_per_sec",
+    "resumed_from_step", "val_curve",
+)
+MODEL_BY_BATCH_NORM = {spec["batch_norm"]: name
+                       for name, spec in study.MODELS.items()}
+
+
+# --------------------------------------------------------------------------
+# Runs and the CSV.
+# --------------------------------------------------------------------------
+
+
+def lr_key(learning_rate: float) -> str:
+  """A learning rate as it identifies a run (6 significant digits)."""
+  return f"{float(learning_rate):.6g}"
+
+
+def rule_name(exclude_bias_and_norm: bool) -> str:
+  return "excluded" if exclude_bias_and_norm else "adapted"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run of the study."""
+
+  model: str  # "A" | "B" (study.MODELS)
+  optimizer: str  # "lars" | "sgd"
+  batch_size: int
+  learning_rate: float  # the schedule's peak
+  seed: int = 0
+  phase: str = "grid"  # "grid" | "seed" | "ablation" | "pilot"
+  warmup_fraction: float = study.WARMUP_FRACTION
+  epochs: float = study.EPOCHS
+  exclude_bias_and_norm: bool = study.EXCLUDE_BIAS_AND_NORM
+  reference_learning_rate: float = math.nan  # SGD: lr_128 * B / 128
+
+  def key(self) -> tuple:
+    return (study.MODELS[self.model]["batch_norm"], self.optimizer,
+            self.batch_size, lr_key(self.learning_rate), self.seed,
+            f"{self.warmup_fraction:g}", f"{self.epochs:g}",
+            rule_name(self.exclude_bias_and_norm))
+
+  @property
+  def tag(self) -> str:
+    """Its workdir's name."""
+    return (f"{self.model}_{self.optimizer}_b{self.batch_size}"
+            f"_lr{lr_key(self.learning_rate)}_s{self.seed}"
+            f"_w{self.warmup_fraction:g}_e{self.epochs:g}"
+            f"_{rule_name(self.exclude_bias_and_norm)}")
+
+  def config(self):
+    return study.run_config(
+        self.model, self.optimizer, self.batch_size, self.learning_rate,
+        self.seed, warmup_fraction=self.warmup_fraction, epochs=self.epochs,
+        exclude_bias_and_norm=self.exclude_bias_and_norm)
+
+
+def row_key(row: Mapping[str, str]) -> tuple:
+  return (row["batch_norm"], row["optimizer"], int(row["batch_size"]),
+          lr_key(float(row["learning_rate"])), int(row["seed"]),
+          f"{float(row['warmup_fraction']):g}", f"{float(row['epochs']):g}",
+          row["bias_and_norm"])
+
+
+def read_rows(path: str) -> list[dict[str, str]]:
+  """The CSV's complete rows (a line cut by a kill is skipped)."""
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path, newline="") as f:
+    for row in csv.DictReader(f):
+      if any(row.get(c) is None for c in COLUMNS):
+        continue
+      try:
+        row_key(row)
+      except (KeyError, ValueError):
+        continue
+      rows.append(row)
+  return rows
+
+
+def append_row(path: str, row: Mapping[str, Any]) -> None:
+  """Appends one full CSV line in one write (header first in a new file).
+
+  A line left incomplete by a kill during an earlier write is cut off first,
+  so the file is always a header plus whole rows.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+  with open(path, "a+b") as f:
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    if size:
+      f.seek(0)
+      data = f.read()
+      if not data.endswith(b"\n"):
+        f.truncate(data.rfind(b"\n") + 1)
+        size = data.rfind(b"\n") + 1
+    if not size:
+      writer.writeheader()
+    writer.writerow({c: row.get(c, "") for c in COLUMNS})
+    f.write(buffer.getvalue().encode())
+    f.flush()
+    os.fsync(f.fileno())
+
+
+# --------------------------------------------------------------------------
+# The plan: a pure function of the finished runs.
+# --------------------------------------------------------------------------
+
+
+def _accuracy(value: str) -> float:
+  """A CSV accuracy; a diverged run ("nan") counts as -inf when selecting."""
+  x = float(value)
+  return -math.inf if math.isnan(x) else x
+
+
+def _middle_out(n: int) -> list[int]:
+  """Indices of a grid of n values from its middle outwards."""
+  middle = (n - 1) / 2
+  return sorted(range(n), key=lambda i: (abs(i - middle), i))
+
+
+def grid_values(optimizer: str, batch_size: int, *, sgd_reference: float | None,
+                low: int = 0, high: int = 0) -> list[float] | None:
+  """The learning rates of one grid with ``low``/``high`` edge extensions.
+
+  None for SGD at a batch above the reference while the reference batch's
+  best SGD learning rate (``sgd_reference``) is not known yet.
+  """
+  if optimizer == "lars":
+    base = list(study.LARS_LEARNING_RATES)
+  elif batch_size == study.REFERENCE_BATCH_SIZE:
+    base = list(study.SGD_LEARNING_RATES)
+  elif sgd_reference is None:
+    return None
+  else:
+    scaled = sgd_reference * batch_size / study.REFERENCE_BATCH_SIZE
+    base = [scaled * f for f in study.SGD_SCALE_FACTORS]
+  below = [base[0] / study.EDGE_FACTOR**i for i in range(low, 0, -1)]
+  above = [base[-1] * study.EDGE_FACTOR**i for i in range(1, high + 1)]
+  return below + base + above
+
+
+@dataclasses.dataclass
+class Plan:
+  """Every run defined so far, in order, and what the finished ones decided."""
+
+  runs: list[Run]
+  # (model, batch) -> {optimizer: selected learning rate}, once its grid
+  # (with edge extensions) is complete.
+  selected: dict[tuple[str, int], dict[str, float]]
+  # (model, batch) -> {optimizer: [grid learning rates]} as far as defined.
+  grids: dict[tuple[str, int], dict[str, list[float]]]
+  # (model, batch) -> (values added below, above) to both optimizers' grids.
+  extensions: dict[tuple[str, int], tuple[int, int]]
+  # Runs not yet defined because they wait for other runs, by phase.
+  undefined: dict[str, int]
+
+
+def _grid_runs(model: str, batch_size: int, grids: Mapping[str, list[float]],
+               sgd_reference: float | None, low: int, rule: bool) -> list[Run]:
+  """The grid's runs, middle-out and alternating optimizers."""
+  reference = (sgd_reference * batch_size / study.REFERENCE_BATCH_SIZE
+               if sgd_reference is not None else math.nan)
+  orders = {}
+  for optimizer, values in grids.items():
+    n_base = len(study.LARS_LEARNING_RATES if optimizer == "lars"
+                 else study.SGD_SCALE_FACTORS)
+    # Middle-out over the base grid, extensions after it (outermost last).
+    base = [low + i for i in _middle_out(n_base)]
+    extra = sorted(set(range(len(values))) - set(base),
+                   key=lambda i: (min(abs(i - low), abs(i - (low + n_base - 1))), i))
+    orders[optimizer] = [
+        Run(model, optimizer, batch_size, values[i],
+            exclude_bias_and_norm=rule,
+            reference_learning_rate=reference if optimizer == "sgd" else math.nan)
+        for i in base + extra]
+  runs = []
+  for i in range(max(len(o) for o in orders.values())):
+    for optimizer in study.OPTIMIZERS:
+      if optimizer in orders and i < len(orders[optimizer]):
+        runs.append(orders[optimizer][i])
+  return runs
+
+
+def plan_study(rows: Sequence[Mapping[str, str]], *,
+               rule: bool = study.EXCLUDE_BIAS_AND_NORM) -> Plan:
+  """The study's runs in order, given the finished ``rows`` (see module doc)."""
+  done = {row_key(r): _accuracy(r["val_accuracy"]) for r in rows}
+  grid_runs: list[Run] = []
+  selected: dict[tuple[str, int], dict[str, float]] = {}
+  grids: dict[tuple[str, int], dict[str, list[float]]] = {}
+  extensions: dict[tuple[str, int], tuple[int, int]] = {}
+  undefined = {"grid": 0, "seed": 0, "ablation": 0}
+  n_sgd = len(study.SGD_SCALE_FACTORS)
+
+  for model in study.MODELS:
+    sgd_reference = None
+    for batch_size in study.GRID_ORDER[model]:
+      low = high = 0
+      while True:
+        current = {}
+        for optimizer in study.OPTIMIZERS:
+          values = grid_values(optimizer, batch_size, sgd_reference=sgd_reference,
+                               low=low, high=high)
+          if values is not None:
+            current[optimizer] = values
+        runs = _grid_runs(model, batch_size, current, sgd_reference, low, rule)
+        results = [done.get(run.key()) for run in runs]
+        if len(current) < len(study.OPTIMIZERS):
+          undefined["grid"] += n_sgd
+          break
+        if any(r is None for r in results):
+          break
+        accuracy = {run.key(): r for run, r in zip(runs, results)}
+        best = {}
+        for optimizer, values in current.items():
+          scores = [accuracy[Run(model, optimizer, batch_size, lr,
+                                 exclude_bias_and_norm=rule).key()]
+                    for lr in values]
+          best[optimizer] = max(range(len(values)), key=lambda i: (scores[i], -i))
+        extend_low = low < study.MAX_EDGE_EXTENSIONS and any(
+            i == 0 for i in best.values())
+        extend_high = high < study.MAX_EDGE_EXTENSIONS and any(
+            i == len(current[o]) - 1 for o, i in best.items())
+        if not (extend_low or extend_high):
+          selected[(model, batch_size)] = {
+              o: current[o][i] for o, i in best.items()}
+          break
+        low += extend_low
+        high += extend_high
+      grid_runs.extend(runs)
+      grids[(model, batch_size)] = current
+      extensions[(model, batch_size)] = (low, high)
+      if batch_size == study.REFERENCE_BATCH_SIZE:
+        chosen = selected.get((model, batch_size))
+        sgd_reference = chosen["sgd"] if chosen else None
+
+  def reference_for(model, batch_size):
+    chosen = selected.get((model, study.REFERENCE_BATCH_SIZE))
+    if chosen is None or batch_size == study.REFERENCE_BATCH_SIZE:
+      return math.nan
+    return chosen["sgd"] * batch_size / study.REFERENCE_BATCH_SIZE
+
+  seed_runs, ablation_runs = [], []
+  for model in study.MODELS:
+    for batch_size in study.GRID_ORDER[model]:
+      if batch_size < study.SEEDS_FROM_BATCH_SIZE:
+        continue
+      chosen = selected.get((model, batch_size))
+      if chosen is None:
+        undefined["seed"] += len(study.OPTIMIZERS) * (len(study.SEEDS) - 1)
+        continue
+      for optimizer in study.OPTIMIZERS:
+        for seed in study.SEEDS[1:]:
+          seed_runs.append(Run(
+              model, optimizer, batch_size, chosen[optimizer], seed, "seed",
+              exclude_bias_and_norm=rule,
+              reference_learning_rate=(reference_for(model, batch_size)
+                                       if optimizer == "sgd" else math.nan)))
+  for model in study.MODELS:
+    if study.ABLATION_BATCH_SIZE not in study.GRID_ORDER[model]:
+      continue
+    chosen = selected.get((model, study.ABLATION_BATCH_SIZE))
+    if chosen is None:
+      undefined["ablation"] += len(study.OPTIMIZERS) * len(study.SEEDS)
+      continue
+    for optimizer in study.OPTIMIZERS:
+      for seed in study.SEEDS:
+        ablation_runs.append(Run(
+            model, optimizer, study.ABLATION_BATCH_SIZE, chosen[optimizer],
+            seed, "ablation", warmup_fraction=study.ABLATION_WARMUP_FRACTION,
+            exclude_bias_and_norm=rule,
+            reference_learning_rate=(
+                reference_for(model, study.ABLATION_BATCH_SIZE)
+                if optimizer == "sgd" else math.nan)))
+  return Plan(grid_runs + seed_runs + ablation_runs, selected, grids,
+              extensions, undefined)
+
+
+def planned_runs(rows: Sequence[Mapping[str, str]], **kwargs) -> list[Run]:
+  return plan_study(rows, **kwargs).runs
+
+
+def pilot_runs() -> list[Run]:
+  """Both bias/normalisation rules on short runs, then the timing runs."""
+  runs = []
+  for model, optimizer, batch_size, lr in study.PILOT_RULE_RUNS:
+    for rule in (False, True):
+      runs.append(Run(model, optimizer, batch_size, lr, phase="pilot",
+                      epochs=study.PILOT_EPOCHS, exclude_bias_and_norm=rule))
+  for model, optimizer, batch_size, lr in study.PILOT_TIMING_RUNS:
+    runs.append(Run(model, optimizer, batch_size, lr, phase="pilot",
+                    epochs=study.PILOT_TIMING_EPOCHS))
+  return runs
+
+
+# --------------------------------------------------------------------------
+# Running.
+# --------------------------------------------------------------------------
+
+
+def _validation_curve(metrics_path: str) -> list[tuple[int, float]]:
+  curve = {}
+  if os.path.exists(metrics_path):
+    with open(metrics_path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        if record.get("kind") == "validation":
+          curve[int(record["step"])] = float(record["accuracy"])
+  return sorted(curve.items())
+
+
+def _last_train_loss(metrics_path: str) -> float:
+  loss = math.nan
+  if os.path.exists(metrics_path):
+    with open(metrics_path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        if record.get("kind") == "train" and "loss" in record:
+          loss = float(record["loss"])
+  return loss
+
+
+def device_name() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  return (f"{jax.devices()[0].device_kind} x{jax.device_count()} "
+          f"({platform.machine()}, {os.cpu_count()} cores)")
+
+
+def run_one(run: Run, *, workdir: str, manual_dir: str | None = None,
+            data_dir: str | None = None,
+            overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Trains one run (resuming its checkpoint if any) and returns its CSV row.
+
+  ``overrides`` maps dotted config keys to values (tests: small splits, few
+  steps).
+  """
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  config = run.config()
+  config.data.manual_dir = manual_dir
+  config.data.data_dir = data_dir
+  if overrides:
+    config.update_from_flattened_dict(dict(overrides))
+  run_dir = os.path.join(workdir, run.tag)
+  start = time.time()
+  try:
+    final = train.train_and_evaluate(config, run_dir)
+    status = "ok"
+  except FloatingPointError as e:  # diverged: a result too
+    logging.warning("%s diverged: %s", run.tag, e)
+    final, status = {}, "diverged"
+  metrics_path = os.path.join(run_dir, "metrics.jsonl")
+  curve = _validation_curve(metrics_path)
+  schedule = train.create_learning_rate_schedule(config, steps_per_epoch=1)
+  nan = math.nan
+  return {
+      "model": study.MODELS[run.model]["model"],
+      "batch_norm": study.MODELS[run.model]["batch_norm"],
+      "optimizer": run.optimizer,
+      "formula": config.lars.formula if run.optimizer == "lars" else "",
+      "batch_size": run.batch_size,
+      "learning_rate": f"{run.learning_rate:.8g}",
+      "warmup_steps": schedule.warmup_steps,
+      "epochs": f"{run.epochs:g}",
+      "steps": schedule.total_steps,
+      "seed": run.seed,
+      "val_accuracy": f"{final.get('val_accuracy', nan):.4f}",
+      "test_accuracy": f"{final.get('test_accuracy', nan):.4f}",
+      "train_loss": f"{final.get('train_loss', _last_train_loss(metrics_path)):.4f}",
+      "wall_time_s": f"{final.get('wall_time_s', time.time() - start):.1f}",
+      "device": device_name(),
+      "phase": run.phase,
+      "bias_and_norm": rule_name(run.exclude_bias_and_norm),
+      "warmup_fraction": f"{run.warmup_fraction:g}",
+      "reference_learning_rate": (
+          "" if math.isnan(run.reference_learning_rate)
+          else f"{run.reference_learning_rate:.8g}"),
+      "val_loss": f"{final.get('val_loss', nan):.4f}",
+      "test_loss": f"{final.get('test_loss', nan):.4f}",
+      "status": status,
+      "examples_per_sec": f"{final.get('examples_per_sec', nan):.0f}",
+      "resumed_from_step": final.get("resumed_from_step", ""),
+      "val_curve": json.dumps([[s, round(a, 4)] for s, a in curve],
+                              separators=(",", ":")),
+  }
+
+
+def run_all(plan_fn, results: str, workdir: str, *, max_runs: int = 0,
+            **run_kwargs) -> int:
+  """Runs ``plan_fn(rows)``'s unfinished runs in order; returns how many ran."""
+  new_runs = 0
+  while not (max_runs and new_runs >= max_runs):
+    rows = read_rows(results)
+    done = {row_key(r) for r in rows}
+    todo = [run for run in plan_fn(rows) if run.key() not in done]
+    if not todo:
+      break
+    run = todo[0]
+    logging.info("large_batch: %d defined runs to go; now %s (%s)", len(todo),
+                 run.tag, run.phase)
+    row = run_one(run, workdir=workdir, **run_kwargs)
+    append_row(results, row)
+    print(f"{run.phase} {run.tag}: val {row['val_accuracy']} test "
+          f"{row['test_accuracy']} ({row['status']}, {row['wall_time_s']} s)",
+          flush=True)
+    new_runs += 1
+  return new_runs
+
+
+# --------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------
+
+def pilot_path(results: str) -> str:
+  stem, ext = os.path.splitext(results)
+  return f"{stem}_pilot{ext}"
+
+
+def define_flags() -> None:
+  """Defines the command's flags (only when this module runs as the program:
+  experiments.large_batch_summary imports it as a module too)."""
+  flags.DEFINE_bool("pilot", False, "Run the short pilot instead of the study.")
+  flags.DEFINE_string("workdir", "runs/large_batch", "Parent of the runs' workdirs.")
+  flags.DEFINE_string("results", RESULTS, "The CSV of finished runs.")
+  flags.DEFINE_string("manual_dir", None, "tfds manual_dir root.")
+  flags.DEFINE_string("data_dir", None, "tfds data_dir.")
+  flags.DEFINE_integer("max_runs", 0, "Stop after this many new runs (0: all).")
+  flags.DEFINE_bool("summarize", False, "Only write the summary and the plots.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from experiments import large_batch_summary  # pylint: disable=g-import-not-at-top
+  args = flags.FLAGS
+  run_kwargs = dict(manual_dir=args.manual_dir, data_dir=args.data_dir)
+  if args.pilot:
+    path = pilot_path(args.results)
+    if not args.summarize:
+      run_all(lambda rows: pilot_runs(), path,
+              os.path.join(args.workdir, "pilot"), max_runs=args.max_runs,
+              **run_kwargs)
+    print(large_batch_summary.summarize_pilot(path))
+    return
+  if not args.summarize:
+    run_all(planned_runs, args.results, args.workdir, max_runs=args.max_runs,
+            **run_kwargs)
+  print(large_batch_summary.summarize(args.results))
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

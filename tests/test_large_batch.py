@@ -1,0 +1,402 @@
+"""The large-batch study: planner, claim test, holdout, grouped BN, one run."""
+import collections
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from experiments import input_pipeline
+from experiments import large_batch as lb
+from experiments import large_batch_summary as summary
+from experiments import models
+from experiments import train
+from experiments.configs import large_batch as study
+
+RULE = study.EXCLUDE_BIAS_AND_NORM
+
+
+def make_row(run: lb.Run, val: float, test: float | None = None,
+             curve=()) -> dict:
+  """A CSV row as read back from the file (every value a string)."""
+  row = {c: "" for c in lb.COLUMNS}
+  row.update(
+      model="cnn", batch_norm=study.MODELS[run.model]["batch_norm"],
+      optimizer=run.optimizer, formula="paper" if run.optimizer == "lars" else "",
+      batch_size=str(run.batch_size), learning_rate=f"{run.learning_rate:.8g}",
+      epochs=f"{run.epochs:g}", seed=str(run.seed), phase=run.phase,
+      bias_and_norm="excluded" if run.exclude_bias_and_norm else "adapted",
+      warmup_fraction=f"{run.warmup_fraction:g}",
+      reference_learning_rate=("" if math.isnan(run.reference_learning_rate)
+                               else f"{run.reference_learning_rate:.8g}"),
+      val_accuracy=f"{val:.4f}",
+      test_accuracy=f"{val if test is None else test:.4f}",
+      train_loss="0.3", status="ok", steps=str(study.num_steps(run.batch_size)),
+      wall_time_s="100", examples_per_sec="8000", resumed_from_step="0",
+      val_curve=str([list(p) for p in curve]).replace(" ", ""))
+  return row
+
+
+def complete_grid(rows, model, batch_size, best):
+  """Adds seed-0 rows for (model, batch)'s planned grid; val peaks at ``best``.
+
+  ``best``: optimizer -> index in that optimizer's grid (as planned now).
+  """
+  plan = lb.plan_study(rows)
+  done = {lb.row_key(r) for r in rows}
+  grids = plan.grids[(model, batch_size)]
+  for run in plan.runs:
+    if (run.model, run.batch_size, run.phase) != (model, batch_size, "grid"):
+      continue
+    if run.key() in done:
+      continue
+    index = grids[run.optimizer].index(run.learning_rate)
+    rows.append(make_row(run, 0.9 - 0.01 * abs(index - best[run.optimizer])))
+  return rows
+
+
+def todo(rows):
+  done = {lb.row_key(r) for r in rows}
+  return [run for run in lb.planned_runs(rows) if run.key() not in done]
+
+
+# ----------------------------------------------------------------------------
+# The planner.
+
+
+def test_grid_order_covers_every_batch_with_the_reference_first():
+  for model, batches in study.BATCH_SIZES.items():
+    assert sorted(study.GRID_ORDER[model]) == sorted(batches)
+    assert study.GRID_ORDER[model][0] == study.REFERENCE_BATCH_SIZE
+  assert len(study.LARS_LEARNING_RATES) == len(study.SGD_SCALE_FACTORS) >= 4
+  assert len(study.SGD_LEARNING_RATES) == len(study.LARS_LEARNING_RATES)
+
+
+def test_empty_plan_starts_with_model_a_batch_128():
+  runs = lb.planned_runs([])
+  n = len(study.LARS_LEARNING_RATES)
+  first = runs[:2 * n]
+  assert {(r.model, r.batch_size, r.phase) for r in first} == {("A", 128, "grid")}
+  # Middle of the grid first, alternating optimizers.
+  assert [r.optimizer for r in first[:4]] == ["lars", "sgd", "lars", "sgd"]
+  assert first[0].learning_rate == study.LARS_LEARNING_RATES[n // 2]
+  # SGD grids above 128 wait for batch 128's best SGD learning rate.
+  assert not [r for r in runs if r.optimizer == "sgd" and r.batch_size != 128]
+  assert {r.phase for r in runs} == {"grid"}
+  lars_a = [r.batch_size for r in runs if r.model == "A" and r.optimizer == "lars"]
+  assert list(dict.fromkeys(lars_a)) == list(study.GRID_ORDER["A"])
+  # Model A's grids all come before model B's.
+  models_in_order = [r.model for r in runs]
+  assert models_in_order.index("B") > max(
+      i for i, m in enumerate(models_in_order) if m == "A")
+
+
+def test_finished_runs_are_skipped_and_sgd_grids_scale_from_batch_128():
+  rows = complete_grid([], "A", 128, {"lars": 2, "sgd": 2})
+  plan = lb.plan_study(rows)
+  assert plan.selected[("A", 128)] == {"lars": 12.5, "sgd": 0.1}
+  remaining = todo(rows)
+  # Only the extra seeds are left at batch 128 (they come after the grids).
+  assert all(r.phase == "seed" for r in remaining
+             if (r.model, r.batch_size) == ("A", 128))
+  assert (remaining[0].model, remaining[0].batch_size) == ("A", 4096)
+  scaled = 0.1 * 4096 / 128
+  assert plan.grids[("A", 4096)]["sgd"] == pytest.approx(
+      [scaled * f for f in study.SGD_SCALE_FACTORS])
+  sgd_4096 = [r for r in remaining if (r.batch_size, r.optimizer) == (4096, "sgd")]
+  assert all(r.reference_learning_rate == pytest.approx(scaled) for r in sgd_4096)
+  # Model B's SGD grids scale from model B's own batch 128.
+  assert not [r for r in remaining
+              if r.model == "B" and r.optimizer == "sgd" and r.batch_size != 128]
+
+
+def test_an_edge_optimum_extends_both_optimizers_on_that_side():
+  n = len(study.LARS_LEARNING_RATES)
+  rows = complete_grid([], "A", 128, {"lars": n - 1, "sgd": 2})  # LARS at top
+  plan = lb.plan_study(rows)
+  assert ("A", 128) not in plan.selected
+  assert plan.extensions[("A", 128)] == (0, 1)
+  grids = plan.grids[("A", 128)]
+  assert grids["lars"][-1] == study.LARS_LEARNING_RATES[-1] * 2
+  assert grids["sgd"][-1] == study.SGD_LEARNING_RATES[-1] * 2
+  assert len(grids["lars"]) == len(grids["sgd"]) == n + 1
+  assert [(r.optimizer, r.learning_rate) for r in todo(rows)[:2]] == [
+      ("lars", 100.0), ("sgd", 0.8)]
+  # The new values are worse: the optimum is now inside, the grid complete.
+  rows = complete_grid(rows, "A", 128, {"lars": n - 1, "sgd": 2})
+  plan = lb.plan_study(rows)
+  assert plan.selected[("A", 128)] == {"lars": 50.0, "sgd": 0.1}
+  # An SGD optimum at the bottom edge of a larger batch: both get a value below.
+  rows = complete_grid(rows, "A", 4096, {"lars": 2, "sgd": 0})
+  plan = lb.plan_study(rows)
+  assert plan.extensions[("A", 4096)] == (1, 0)
+  grids = plan.grids[("A", 4096)]
+  assert grids["lars"][0] == study.LARS_LEARNING_RATES[0] / 2
+  assert grids["sgd"][0] == pytest.approx(0.1 * 32 / 16 / 2)
+  assert len(grids["lars"]) == len(grids["sgd"])
+
+
+def test_extensions_stop_at_the_cap():
+  rows = []
+  for _ in range(study.MAX_EDGE_EXTENSIONS + 1):
+    rows = complete_grid(rows, "A", 128, {"lars": 0, "sgd": 0})
+  plan = lb.plan_study(rows)
+  assert plan.extensions[("A", 128)] == (study.MAX_EDGE_EXTENSIONS, 0)
+  assert plan.selected[("A", 128)]["lars"] == (
+      study.LARS_LEARNING_RATES[0] / 2**study.MAX_EDGE_EXTENSIONS)
+
+
+def complete_model(rows, model, best=None):
+  best = best or {"lars": 2, "sgd": 3}
+  for batch_size in study.GRID_ORDER[model]:
+    rows = complete_grid(rows, model, batch_size, best)
+  return rows
+
+
+def test_seeds_only_at_the_selected_configurations():
+  rows = complete_model([], "A")
+  plan = lb.plan_study(rows)
+  seeds = [r for r in plan.runs if r.phase == "seed"]
+  assert {(r.model, r.batch_size) for r in seeds} == {
+      ("A", b) for b in study.BATCH_SIZES["A"] if b >= study.SEEDS_FROM_BATCH_SIZE}
+  for r in seeds:
+    assert r.seed in (1, 2)
+    assert r.learning_rate == plan.selected[(r.model, r.batch_size)][r.optimizer]
+  assert len(seeds) == len(study.BATCH_SIZES["A"]) * 2 * 2
+  ablation = [r for r in plan.runs if r.phase == "ablation"]
+  assert {(r.model, r.batch_size, r.warmup_fraction) for r in ablation} == {
+      ("A", study.ABLATION_BATCH_SIZE, study.ABLATION_WARMUP_FRACTION)}
+  assert sorted(r.seed for r in ablation) == [0, 0, 1, 1, 2, 2]
+  # Phases in order: every grid run (model B's too) before the seeds.
+  phases = [r.phase for r in plan.runs]
+  assert phases == sorted(phases, key=["grid", "seed", "ablation"].index)
+  assert plan.undefined["seed"] == 4 * 2 * 2  # model B's, not selected yet
+  # In grid order: the reference, then the large batches, the middle ones last.
+  assert [r.batch_size for r in seeds][::4] == list(study.GRID_ORDER["A"])
+
+
+# ----------------------------------------------------------------------------
+# The claim test and steps to target, on a hand-made CSV.
+
+# Test accuracies of the selected configurations, model A, seeds 0, 1, 2.
+HAND = {
+    128: {"lars": [0.90] * 3, "sgd": [0.91] * 3},  # R = 0.91
+    512: {"lars": [0.905] * 3, "sgd": [0.89] * 3},  # G 0.5 / 2: diff 1.5 >= 1
+    1024: {"lars": [0.91] * 3, "sgd": [0.92, 0.89, 0.86]},  # diff 2 < 2 SE 3.46
+    2048: {"lars": [0.905] * 3, "sgd": [0.90, 0.89, 0.88]},  # holds
+    4096: {"lars": [0.905, 0.90, 0.895], "sgd": [0.88, 0.87, 0.86]},  # holds
+    8192: {"lars": [0.89] * 3, "sgd": [0.80] * 3},  # G_LARS 2 > 1
+}
+
+
+def hand_rows():
+  best = {"lars": 2, "sgd": 2}
+  rows = complete_model([], "A", best)
+  plan = lb.plan_study(rows)
+  by_key = {lb.row_key(r): r for r in rows}
+  for run in plan.runs:
+    if run.model != "A" or run.phase == "ablation":
+      continue
+    accuracies = HAND[run.batch_size][run.optimizer]
+    if run.key() not in by_key:
+      rows.append(make_row(run, 0.9, accuracies[run.seed]))
+  for (model, b), chosen in plan.selected.items():
+    for optimizer, lr in chosen.items():
+      row = by_key[lb.Run(model, optimizer, b, lr).key()]
+      row["test_accuracy"] = f"{HAND[b][optimizer][0]:.4f}"
+  return rows
+
+
+def test_claim_test_matches_a_hand_computation():
+  rows = hand_rows()
+  plan = lb.plan_study(rows)
+  cells = summary.selected_cells(rows, plan)
+  r, verdicts = summary.claim_test(cells, "A")
+  assert r == pytest.approx(0.91)
+  by_batch = {v.batch_size: v for v in verdicts}
+  assert sorted(by_batch) == [512, 1024, 2048, 4096, 8192]
+  assert [b for b, v in sorted(by_batch.items()) if v.holds] == [512, 2048, 4096]
+  v = by_batch[4096]  # by hand
+  se_lars = np.std([0.905, 0.90, 0.895], ddof=1) / np.sqrt(3)
+  se_sgd = np.std([0.88, 0.87, 0.86], ddof=1) / np.sqrt(3)
+  assert v.gap_lars == pytest.approx(0.01)
+  assert v.gap_sgd == pytest.approx(0.04)
+  assert v.standard_error == pytest.approx(np.hypot(se_lars, se_sgd))
+  assert v.needed == pytest.approx(2 * np.hypot(se_lars, se_sgd))  # > 1 point
+  v = by_batch[1024]  # the difference (2 points) is below 2 SE (3.46 points)
+  assert v.difference == pytest.approx(0.02) and not v.holds
+  assert v.needed == pytest.approx(2 * 0.03 / np.sqrt(3))
+  assert by_batch[512].needed == pytest.approx(0.01) and by_batch[512].holds
+  assert by_batch[8192].gap_lars == pytest.approx(0.02) and not by_batch[8192].holds
+
+
+def test_summary_on_a_partial_csv(tmp_path):
+  rows = hand_rows()
+  # Steps to target (R - 1.5 points = 0.895) from the validation curves.
+  plan = lb.plan_study(rows)
+  lars_4096 = plan.grids[("A", 4096)]["lars"]
+  by_key = {lb.row_key(r): r for r in rows}
+  by_key[lb.Run("A", "lars", 4096, lars_4096[0]).key()]["val_curve"] = (
+      "[[10,0.85],[20,0.9]]")
+  by_key[lb.Run("A", "lars", 4096, lars_4096[1]).key()]["val_curve"] = (
+      "[[5,0.8],[15,0.896],[25,0.85]]")
+  assert summary.steps_to_target(rows, plan, 0.895, "A", 4096, "lars") == (
+      15, lars_4096[1])
+  assert summary.steps_to_target(rows, plan, 0.895, "A", 4096, "sgd") == (None, None)
+  path = tmp_path / "large_batch.csv"
+  for row in rows:
+    lb.append_row(str(path), row)
+  text = summary.summarize(str(path))
+  assert "Largest batch where the claim holds: 4096" in text
+  assert "Provisional" not in text.split("### Model B")[0]
+  assert "R is not known yet" in text.split("### Model B")[1]
+  assert f"| 4096 | 15 ({lars_4096[1]:g}) | not reached |" in text
+  assert "Missing:" in text and "B/128 grid" in text
+  for name in summary.PLOTS:
+    assert (tmp_path / name).stat().st_size > 1000
+  assert (tmp_path / summary.SUMMARY).read_text() == text
+
+
+def test_append_row_cuts_a_line_left_by_a_kill(tmp_path):
+  path = str(tmp_path / "x.csv")
+  run = lb.Run("A", "lars", 128, 12.5)
+  lb.append_row(path, make_row(run, 0.9))
+  with open(path, "a") as f:
+    f.write("cnn,none,lars,paper,128,6.25")  # killed mid-line
+  assert len(lb.read_rows(path)) == 1
+  lb.append_row(path, make_row(lb.Run("A", "lars", 128, 6.25), 0.8))
+  rows = lb.read_rows(path)
+  assert [r["learning_rate"] for r in rows] == ["12.5", "6.25"]
+  assert rows[0]["val_accuracy"] == "0.9000"
+
+
+# ----------------------------------------------------------------------------
+# Configs, data, models.
+
+
+def test_run_config_follows_the_design():
+  for batch, steps, warmup in ((128, 8594, 860), (4096, 269, 27), (8192, 134, 20)):
+    config = study.run_config("A", "sgd", batch, 0.1)
+    schedule = train.create_learning_rate_schedule(config, steps_per_epoch=1)
+    assert (schedule.total_steps, schedule.warmup_steps) == (steps, warmup)
+    assert schedule.peak_learning_rate == 0.1
+  config = study.run_config("B", "lars", 4096, 12.5, 2,
+                            warmup_fraction=study.ABLATION_WARMUP_FRACTION)
+  assert train.create_learning_rate_schedule(config, 1).warmup_steps == 68
+  assert config.batch_norm_group_size == 128 and config.seed == 2
+  assert config.model_kwargs.to_dict() == {"use_batch_norm": True,
+                                           "init_scheme": "fan_in"}
+  assert config.lars.formula == "paper" and config.lars.trust_coefficient == 0.001
+  assert (config.momentum, config.weight_decay, config.power) == (0.9, 5e-4, 2.0)
+  assert not config.lars.trust_clip
+  one = study.get_config("A,sgd,1024,0.4,1")
+  assert (one.optimizer, one.global_batch_size, one.base_learning_rate,
+          one.seed, one.batch_norm_group_size) == ("sgd", 1024, 0.4, 1, 0)
+  # Validation every quarter epoch (of examples): 79 + the final one.
+  assert len(train.eval_steps_by_epochs(0.25, 55_000, 8192, 134)) == 79
+
+
+def test_validation_holdout_is_fixed_disjoint_and_5000_of_60000():
+  train_idx, val_idx = input_pipeline.holdout_indices(60_000, 5_000, 0)
+  assert len(train_idx) == 55_000 and len(val_idx) == 5_000
+  assert not np.intersect1d(train_idx, val_idx).size
+  np.testing.assert_array_equal(np.union1d(train_idx, val_idx), np.arange(60_000))
+  again = input_pipeline.holdout_indices(60_000, 5_000, 0)
+  np.testing.assert_array_equal(again[1], val_idx)
+  assert not np.array_equal(input_pipeline.holdout_indices(60_000, 5_000, 1)[1],
+                            val_idx)
+
+
+def test_holdout_on_fashion_mnist(fashion_mnist_data_dir):
+  config = {"name": "fashion_mnist", "data_dir": fashion_mnist_data_dir,
+            "validation_holdout": 5_000, "prefetch": 0}
+  info = input_pipeline.prepare(config)
+  assert (info.num_train, info.num_validation, info.num_test) == (55_000, 5_000,
+                                                                  10_000)
+  # A small split: one training epoch and the validation set partition it.
+  small = dict(config, train_split="train[:1000]", validation_holdout=200)
+  info = input_pipeline.prepare(small)
+  everything = input_pipeline.prepare(dict(small, validation_holdout=0))
+
+  def examples(batch):
+    n = int(batch.get("mask", np.ones(len(batch["label"]))).sum())
+    return collections.Counter(
+        (batch["image"][i].tobytes(), int(batch["label"][i])) for i in range(n))
+
+  kept = examples(next(input_pipeline.train_iterator(
+      small, info, global_batch_size=800, seed=3)))
+  held = examples(next(input_pipeline.eval_iterator(
+      small, info, batch_size=200, subset="validation")))
+  full = examples(next(input_pipeline.train_iterator(
+      dict(small, validation_holdout=0), everything, global_batch_size=1000,
+      seed=0)))
+  assert sum(kept.values()) == 800 and sum(held.values()) == 200
+  assert kept + held == full
+  with pytest.raises(ValueError, match="validation_holdout"):
+    next(input_pipeline.eval_iterator(dict(small, validation_holdout=0),
+                                      everything, batch_size=200,
+                                      subset="validation"))
+
+
+def test_batch_norm_groups_of_128_normalise_each_group():
+  info = input_pipeline.DatasetInfo("fashion_mnist", 55_000, 10_000, 10,
+                                    (28, 28, 1), 5_000)
+  for batch, groups in ((128, 1), (256, 2), (1024, 8)):
+    config = study.run_config("B", "lars", batch, 12.5)
+    schedule = train.create_learning_rate_schedule(config, 1)
+    model = train.create_loop(config, info, schedule).make_model()
+    assert model.stages[0].bn.groups == model.fc.bn.groups == groups
+  config = study.run_config("A", "lars", 256, 12.5)
+  model = train.create_loop(config, info, schedule).make_model()
+  assert model.stages[0].bn is None and model.fc.bn is None
+  assert model.stages[0].conv.bias is not None
+  # Grouped BN == each group of 128 normalised by its own statistics.
+  x = np.random.default_rng(0).normal(size=(256, 3, 3, 4)).astype(np.float32)
+  x[128:] = 3 * x[128:] + 2  # groups with different statistics
+  bn = models.BatchNorm(4, groups=2)
+  got = np.asarray(bn(jnp.asarray(x)))
+  want = np.concatenate([
+      (g - g.mean((0, 1, 2))) / np.sqrt(g.var((0, 1, 2)) + 1e-5)
+      for g in (x[:128], x[128:])])
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  assert not np.allclose(np.asarray(models.BatchNorm(4)(jnp.asarray(x))), want,
+                         atol=1e-2)
+
+
+def test_fan_in_initialisation_of_the_classifier():
+  model = models.create_model("cnn", num_classes=10, rngs=nnx.Rngs(0),
+                              use_batch_norm=False, init_scheme="fan_in")
+  std = float(jnp.std(model.head.kernel[...]))
+  assert 0.07 < std < 0.11  # 1 / sqrt(128) = 0.088, not 0.01
+  default = models.create_model("cnn", num_classes=10, rngs=nnx.Rngs(0))
+  assert float(jnp.std(default.head.kernel[...])) < 0.012
+
+
+# ----------------------------------------------------------------------------
+# One tiny run, end to end.
+
+
+def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
+  results = str(tmp_path / "results" / "large_batch.csv")
+  overrides = {"data.train_split": "train[:1536]",
+               "data.validation_holdout": 512, "data.eval_split": "test[:1000]",
+               "num_train_steps": 8, "checkpoint_every_steps": 4}
+  run = lb.Run("B", "sgd", 128, 0.1)
+  kwargs = dict(data_dir=fashion_mnist_data_dir, overrides=overrides)
+  assert lb.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
+                    **kwargs) == 1
+  rows = lb.read_rows(results)
+  assert len(rows) == 1
+  row = rows[0]
+  assert set(lb.COLUMNS) <= set(row)
+  assert (row["model"], row["batch_norm"], row["optimizer"], row["status"]) == (
+      "cnn", "groups_of_128", "sgd", "ok")
+  assert row["steps"] == "8" and row["seed"] == "0"
+  assert 0.0 < float(row["val_accuracy"]) <= 1.0
+  assert 0.0 < float(row["test_accuracy"]) <= 1.0
+  # Validation at every quarter epoch (8 steps an epoch) and at the end.
+  assert [s for s, _ in eval(row["val_curve"])] == [2, 4, 6, 8]  # pylint: disable=eval-used
+  # Finished: a second call skips it.
+  assert lb.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
+                    **kwargs) == 0
