@@ -1,15 +1,23 @@
 r"""Command line: train and evaluate one config (kept short on purpose).
 
   python -m experiments.main --config=experiments/configs/default.py \
-      --workdir=runs/default [--config.KEY=VALUE ...]
+      --workdir=runs/default [--config.KEY=VALUE ...] [--verbose]
 
 Multi-process (one command per process; all share --workdir):
 
   python -m experiments.main ... --coordinator_address=127.0.0.1:1234 \
       --num_processes=2 --process_id=0
 
-Rerunning a command resumes from the latest checkpoint in WORKDIR/checkpoints.
+Rerunning a command resumes from the latest checkpoint in WORKDIR/checkpoints
+(with the same config, unless --allow_config_change). A run shows a progress
+bar and a summary; --verbose shows the libraries' logs too. A mistake in the
+command, the config or the data is reported in one line (exit status 2).
 """
+import os
+import re
+import sys
+import warnings
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -22,36 +30,96 @@ flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0, for jax.distributed.initialize.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
 flags.DEFINE_integer("process_id", None, "Index of this process.")
+flags.DEFINE_bool("verbose", False,
+                  "Show the INFO and WARNING logs of absl, JAX, orbax, tfds and "
+                  "TensorFlow.")
+flags.DEFINE_bool("allow_config_change", False,
+                  "Resume from WORKDIR's checkpoints even if the config differs "
+                  "from the saved one in fields that change the result.")
 config_flags.DEFINE_config_file(
     "config", None, "Training configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(logging.logging.Filter):
-  """Drops the INFO chatter of orbax and tfds (a dozen lines per checkpoint)."""
+def _fail(message: str) -> None:
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  sys.exit(2)
 
-  def filter(self, record):
-    noisy = ("/orbax/", "/tensorflow_datasets/", "/absl/")
-    return record.levelno >= logging.WARNING or not any(
-        part in record.pathname for part in noisy)
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with its errors as one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    _fail(str(error))
+  except AttributeError as error:  # ml_collections: an unknown --config.KEY
+    match = re.search(r'Did you mean "(.+?)" instead of "(.+?)"', str(error))
+    if match is None:
+      raise
+    _fail(f"unknown config key {match.group(2)!r}; did you mean "
+          f"{match.group(1)!r}? (python -m experiments.main --helpfull lists "
+          "the flags; the config file lists its keys)")
+  raise AssertionError("unreachable")
+
+
+def _quiet_libraries() -> None:
+  """Only errors from absl, JAX, orbax, tfds and TensorFlow (before they load)."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  # TensorFlow (tfds preparation, TensorBoard events) announces oneDNN on
+  # import whatever the log level; its kernels never touch the training math.
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+  logging.set_verbosity(logging.ERROR)
+  warnings.filterwarnings("ignore")  # third-party deprecation notices
+
+
+def _summary(final: dict, workdir: str) -> str:
+  lines = [
+      f"{final['dataset']}, {final['model']}, {final['optimizer']}, batch "
+      f"{final['global_batch_size']}, {final['step']} steps: test accuracy "
+      f"{100 * final['test_accuracy']:.2f} %, test loss {final['test_loss']:.4f}, "
+      f"train loss {final['train_loss']:.4f} ({final['wall_time_s']:.0f} s)"]
+  for what, name in (("metrics", "metrics.jsonl"), ("summary", "final_metrics.json"),
+                     ("TensorBoard", "tensorboard"), ("plot", "training_curves.png"),
+                     ("checkpoints", "checkpoints")):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      lines.append(f"  {what + ':':13s}{path}")
+  return "\n".join(lines)
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.verbose:
+    _quiet_libraries()
+  config = FLAGS.config
+  try:
+    config.to_json()  # the config file is loaded lazily
+  except OSError as error:
+    reason = str(error.__cause__ or error).strip().splitlines()[-1]
+    _fail(f"cannot load the config file {FLAGS['config'].config_filename}: "
+          f"{reason.strip()}")
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.coordinator_address is not None or FLAGS.num_processes is not None:
     # Before any other JAX call.
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes,
                                process_id=FLAGS.process_id)
+  from experiments import resume  # pylint: disable=g-import-not-at-top
   from experiments import train  # pylint: disable=g-import-not-at-top
+  from experiments.user_errors import UserError  # pylint: disable=g-import-not-at-top
   logging.info("JAX process %d / %d, %d local / %d global devices (%s).",
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    resume.check_config_matches(config, FLAGS.workdir,
+                                allow_changes=FLAGS.allow_config_change)
+    final = train.train_and_evaluate(config, FLAGS.workdir)
+  except UserError as error:
+    _fail(str(error))
+  if jax.process_index() == 0:
+    print(_summary(final, FLAGS.workdir))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,114 @@
+"""The command line as a user meets it: quiet runs, one-line errors.
+
+Each case runs `python -m experiments.main` in a subprocess, as a user would.
+"""
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+from experiments import resume
+from experiments.configs import tiny
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# What a log line of absl (orbax, tfds, ...), TensorFlow's C++ or Python's
+# warnings module looks like.
+LOG_LINE = re.compile(r"^([IWEF]\d{4} |WARNING|INFO|I0000|W0000|.*Warning: )")
+
+
+def main(*args, workdir, devices=1, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.main",
+       "--config=experiments/configs/tiny.py", f"--workdir={workdir}", *args],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
+def test_a_run_shows_only_progress_and_a_summary(tmp_path, fashion_mnist_data_dir):
+  result = main(f"--config.data.data_dir={fashion_mnist_data_dir}",
+                "--config.num_train_steps=3", "--config.plot=True",
+                "--config.tensorboard=True", workdir=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  noise = [line for line in (result.stdout + result.stderr).replace("\r", "\n")
+           .splitlines() if LOG_LINE.match(line)]
+  assert not noise, noise
+  summary = result.stdout.strip().splitlines()
+  assert "test accuracy" in summary[0] and "3 steps" in summary[0]
+  for name in ("metrics.jsonl", "tensorboard", "training_curves.png", "checkpoints"):
+    assert any(line.endswith(str(tmp_path / name)) for line in summary[1:]), summary
+
+
+def test_unknown_config_key_suggests_the_nearest(tmp_path):
+  result = main("--config.lerning_rate=1", workdir=tmp_path)
+  assert_one_line_error(result, "'lerning_rate'", "did you mean", "learning_rate")
+
+
+def test_bad_value_names_the_field(tmp_path):
+  result = main("--config.global_batch_size=many", workdir=tmp_path)
+  assert_one_line_error(result, "global_batch_size", "many")
+
+
+def test_unknown_choice_lists_the_valid_ones(tmp_path):
+  result = main("--config.optimizer=adam", workdir=tmp_path)
+  assert_one_line_error(result, "optimizer", "'adam'", "lars, optax_lars, sgd")
+
+
+def test_batch_not_divisible_by_devices(tmp_path):
+  result = main("--config.global_batch_size=100", workdir=tmp_path, devices=8)
+  assert_one_line_error(result, "global_batch_size=100", "8")
+
+
+def test_batch_larger_than_the_dataset(tmp_path, fashion_mnist_data_dir):
+  result = main(f"--config.data.data_dir={fashion_mnist_data_dir}",
+                "--config.global_batch_size=4096", workdir=tmp_path)
+  assert_one_line_error(result, "global_batch_size=4096", "1024")
+
+
+def test_missing_data_names_the_files_and_where(tmp_path):
+  result = main(f"--config.data.data_dir={tmp_path / 'empty'}",
+                f"--config.data.manual_dir={tmp_path / 'nowhere'}",
+                workdir=tmp_path / "run")
+  assert_one_line_error(result, "fashion_mnist", str(tmp_path / "nowhere"))
+
+
+def test_missing_config_file(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.main", "--config=configs/nope.py",
+       f"--workdir={tmp_path}"], cwd=REPO, env=env, capture_output=True,
+      text=True, timeout=120)
+  assert_one_line_error(result, "configs/nope.py", "No such file")
+
+
+def test_resuming_with_a_result_changing_config_stops(tmp_path):
+  """A workdir with checkpoints and a different seed: stop, naming the field."""
+  (tmp_path / "checkpoints" / "4").mkdir(parents=True)
+  saved = json.loads(tiny.get_config().to_json())
+  saved["seed"] = 7
+  saved["log_every_steps"] = 1000  # bookkeeping: may differ
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  result = main(workdir=tmp_path)
+  assert_one_line_error(result, "seed (7 -> 0)", "--allow_config_change")
+  assert "log_every_steps" not in result.stderr
+
+
+def test_changed_fields_ignore_bookkeeping():
+  saved = json.loads(tiny.get_config().to_json())
+  config = tiny.get_config()
+  config.plot = True
+  config.checkpoint_every_steps = 1
+  assert resume.changed_fields(config, saved) == []
+  config.seed = 3
+  config.data.train_split = "train[:512]"
+  assert resume.changed_fields(config, saved) == ["data.train_split", "seed"]
