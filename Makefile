@@ -23,6 +23,7 @@ train: venv
 
 test: venv
 	$(PY) -m ruff check lars_optax
+	$(PY) -m ruff check experiments tests
 	$(PY) -m mypy
 	$(PY) -m pytest -q tests --doctest-modules lars_optax
 

@@ -1,8 +1,9 @@
 r"""Training-step benchmark: examples/s per loop and batch size, LARS vs SGD.
 
 On synthetic data (random images of the model's input shape), with the real
-training step of experiments/train.py (forward, backward, optimizer update,
-metrics), so it measures what training pays, without the input pipeline.
+training step (experiments/steps.py, compiled by the loops of
+experiments/loops.py: forward, backward, optimizer update, metrics), so it
+measures what training pays, without the input pipeline.
 
 1. Throughput: for each model, loop ("jit", "pmap") and global batch size,
    examples per second over `--steps` steps after `--warmup` steps (compile).
@@ -87,12 +88,12 @@ def _config(model: str, loop: str, optimizer: str, batch: int, dtype: str):
 
 def _setup(model, loop, optimizer, batch, dtype):
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from experiments import input_pipeline, models, train  # pylint: disable=g-import-not-at-top
+  from experiments import datasets, loops, models, optimizers  # pylint: disable=g-import-not-at-top
   shape = tuple(models.MODELS[model])
-  info = input_pipeline.DatasetInfo("synthetic", 100 * batch, batch, 1000, shape)
+  info = datasets.DatasetInfo("synthetic", 100 * batch, batch, 1000, shape)
   config = _config(model, loop, optimizer, batch, dtype)
-  schedule = train.create_learning_rate_schedule(config, steps_per_epoch=100)
-  runner = train.create_loop(config, info, schedule)
+  schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=100)
+  runner = loops.create_loop(config, info, schedule)
   state = runner.to_loop(runner.init_canonical_state())
   rng = np.random.default_rng(0)
   local = batch // _process_count()

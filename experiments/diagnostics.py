@@ -21,9 +21,10 @@ ratio and the :math:`\lambda` of that step (read from the optimizer state with
 writes ``trust_ratio_diagnostics.png`` (two panels, log scale: ||w||/||g|| and
 lambda per layer over steps) and ``trust_ratio_diagnostics.json`` (the
 arrays, the config and the first-iteration table), and prints the table. The
-model, the optimizer and the data come from ``experiments.models``,
-``experiments.train`` and ``experiments.input_pipeline``; only the step that
-also returns the norms lives here.
+config is ``experiments/configs/diagnostics.py``; the model, the loss, the
+optimizer and the data come from the training code (``models``, ``steps``,
+``optimizers``, ``datasets``, ``input_pipeline``); only the step that also
+returns the norms lives here.
 
 Measured (experiments/results/, 120 steps at batch 4096, peak LR 10, about
 250 s on a shared 2-core CPU): at the first iteration ||w||/||g|| of the conv
@@ -41,17 +42,19 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 from flax import nnx
 
 import lars_optax
+from experiments import datasets
 from experiments import input_pipeline
 from experiments import models
-from experiments import train
-from experiments.configs import default
+from experiments import optimizers
+from experiments import steps
+from experiments.configs import diagnostics as diagnostics_config
+from lars_optax._numerics import layer_norm
 
 #: The arrays recorded per layer, each of shape [num_steps].
 KEYS = ("weight_norm", "grad_norm", "norm_ratio", "trust_ratio")
@@ -59,47 +62,17 @@ DEFAULT_OUT = os.path.join(os.path.dirname(__file__), "results")
 BASENAME = "trust_ratio_diagnostics"
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """The diagnostics run: the default CNN recipe with the paper's literal rule.
-
-  LARS with ``formula="paper"``, trust coefficient 0.001, momentum 0.9, weight
-  decay 5e-4, batch 4096, peak LR 10 (the paper's AlexNet-BN LR at 4K) after
-  2 epochs of warm-up, then poly-2 decay over the recorded steps. Every leaf
-  is adapted and decayed (``exclude_bias_and_norm=False``), as in Algorithm 1
-  and in the sweep, so that every layer's lambda is shown.
-  """
-  config = default.get_config()
-  config.model = "cnn"
-  config.data.name = "fashion_mnist"
-  config.optimizer = "lars"
-  config.lars.formula = "paper"
-  config.lars.trust_coefficient = 0.001
-  config.lars.eps = 0.0
-  config.momentum = 0.9
-  config.weight_decay = 5e-4
-  config.exclude_bias_and_norm = False
-  config.global_batch_size = 4096
-  config.base_learning_rate = 10.0
-  config.lr_scaling = "none"
-  config.warmup_epochs = 2.0
-  config.end_learning_rate = 0.0
-  config.power = 2.0
-  config.num_train_steps = 120
-  return config
-
-
 def _norms(tree) -> dict[str, jax.Array]:
-  """{'/'-joined leaf name: float32 L2 norm} (names as train.py logs them)."""
-  return {name: jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32))))
-          for name, x in train.flat_named(tree).items()}
+  """{'/'-joined leaf name: L2 norm} (names as metrics.jsonl logs them)."""
+  return {name: layer_norm(x) for name, x in steps.flat_named(tree).items()}
 
 
 def _decayed_and_adapted(config, params) -> dict[str, bool]:
   """Which leaves LARS adapts and decays (the same mask for both here)."""
   if not config.exclude_bias_and_norm:
-    return {name: True for name in train.flat_named(params)}
+    return {name: True for name in steps.flat_named(params)}
   mask = lars_optax.exclude_bias_and_norm(params)
-  return {name: bool(v) for name, v in train.flat_named(mask).items()}
+  return {name: bool(v) for name, v in steps.flat_named(mask).items()}
 
 
 def _network_order(model, names) -> list[str]:
@@ -133,7 +106,7 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
   :math:`\\|w_t\\|/\\|g_t\\|` and the :math:`\\lambda_t` the update used.
 
   Args:
-    config: a training config (``get_config()`` or any experiments config)
+    config: a training config (``configs/diagnostics.py`` or any other)
       with ``optimizer="lars"``; ``num_train_steps`` is set to ``num_steps``
       so the learning-rate schedule spans the recorded steps.
     num_steps: number of training steps to record.
@@ -157,11 +130,10 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
     raise ValueError(f"num_steps must be positive, got {num_steps}.")
   config = copy.deepcopy(config)
   config.num_train_steps = int(num_steps)
-  info = input_pipeline.prepare(config.data)
-  train.check_batch_fits(config, info)
+  info = datasets.prepare(config.data)
   steps_per_epoch = input_pipeline.steps_per_epoch(info, config.global_batch_size)
-  schedule = train.create_learning_rate_schedule(config, steps_per_epoch)
-  tx = train.create_optimizer(config, schedule.fn)
+  schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch)
+  tx = optimizers.create_optimizer(config, schedule.fn)
 
   model = models.create_model(config.model, num_classes=info.num_classes,
                               rngs=nnx.Rngs(config.seed),
@@ -170,23 +142,18 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   opt_state = tx.init(params)
   adapted = _decayed_and_adapted(config, params)
-  sizes = {name: int(np.size(x)) for name, x in train.flat_named(params).items()}
+  sizes = {name: int(np.size(x)) for name, x in steps.flat_named(params).items()}
   order = _network_order(model, sizes)
 
-  def loss_fn(params, batch_stats, batch):
-    model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    logits = model(batch["image"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch["label"]).mean()
-    return loss, nnx.state(model, nnx.BatchStat)
+  loss_fn = steps.make_loss_fn(graphdef)
 
   @jax.jit
   def step(params, batch_stats, opt_state, batch):
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (_, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, batch_stats, batch)
     updates, opt_state = tx.update(grads, opt_state, params)
     record = {"weight_norm": _norms(params), "grad_norm": _norms(grads),
-              "trust_ratio": train.flat_named(lars_optax.trust_ratios(opt_state)),
+              "trust_ratio": steps.flat_named(lars_optax.trust_ratios(opt_state)),
               "loss": loss}
     return optax.apply_updates(params, updates), batch_stats, opt_state, record
 
@@ -328,7 +295,7 @@ def run(config: ml_collections.ConfigDict, num_steps: int, out_dir: str, *,
 
 def main(argv) -> None:
   del argv
-  config = get_config()
+  config = diagnostics_config.get_config()
   config.data.manual_dir = _MANUAL_DIR.value
   config.data.data_dir = _DATA_DIR.value
   config.global_batch_size = _BATCH_SIZE.value

@@ -1,4 +1,4 @@
-r"""The large-batch study (issue 10): plan, run, resume and summarise.
+r"""The large-batch study: plan, run, resume and summarise.
 
   python -m experiments.large_batch --manual_dir=../shared/datasets   # run / resume
   python -m experiments.large_batch --pilot --manual_dir=../shared/datasets
@@ -29,15 +29,14 @@ Order of the runs, most informative first:
 3. Phase "ablation": batch 4096 with the longer warm-up, seeds 0-2, at each
    optimizer's selected learning rate, model A then B.
 
-The claim test (issue 10, fixed before the runs): R = the higher of the two
-optimizers' mean test accuracy at batch 128 (at their selected learning
-rates). At batch B, G = R - mean test accuracy at the selected learning rate.
-The claim holds at B when G_LARS <= 1 point and G_SGD - G_LARS >=
-max(1 point, 2 SE), where SE = sqrt(SE_LARS^2 + SE_SGD^2) is the standard
-error of the difference of the two means over their seeds (std with ddof=1 /
-sqrt(n); 0 where a batch has one seed). Steps to target: the fewest steps any
-seed-0 run of the grid at (model, batch, optimizer) needs to reach validation
-accuracy R - 1.5 points.
+The claim test: R = the higher of the two optimizers' mean test accuracy at
+batch 128 (at their selected learning rates). At batch B, G = R - mean test
+accuracy at the selected learning rate. The claim holds at B when G_LARS <= 1
+point and G_SGD - G_LARS >= max(1 point, 2 SE), where SE = sqrt(SE_LARS^2 +
+SE_SGD^2) is the standard error of the difference of the two means over
+their seeds (std with ddof=1 / sqrt(n); 0 where a batch has one seed). Steps
+to target: the fewest steps any seed-0 run of the grid at (model, batch,
+optimizer) needs to reach validation accuracy R - 1.5 points.
 """
 from __future__ import annotations
 
@@ -49,7 +48,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from absl import app
@@ -63,7 +62,7 @@ COLUMNS = (
     "model", "batch_norm", "optimizer", "formula", "batch_size",
     "learning_rate", "warmup_steps", "epochs", "steps", "seed",
     "val_accuracy", "test_accuracy", "train_loss", "wall_time_s", "device",
-    # Beyond the issue's columns. A resumed run (resumed_from_step > 0) has
+    # Provenance and diagnostics. A resumed run (resumed_from_step > 0) has
     # the wall time and speed of its last segment only. val_curve: JSON
     # [[step, validation accuracy], ...], every quarter epoch and at the end.
     "phase", "bias_and_norm", "warmup_fraction", "reference_learning_rate",
@@ -371,31 +370,31 @@ def pilot_runs() -> list[Run]:
 # --------------------------------------------------------------------------
 
 
+def _metric_records(metrics_path: str) -> Iterator[dict[str, Any]]:
+  """The records of a run's metrics.jsonl (a line cut by a kill is skipped)."""
+  if not os.path.exists(metrics_path):
+    return
+  with open(metrics_path) as f:
+    for line in f:
+      try:
+        yield json.loads(line)
+      except json.JSONDecodeError:
+        continue
+
+
 def _validation_curve(metrics_path: str) -> list[tuple[int, float]]:
   curve = {}
-  if os.path.exists(metrics_path):
-    with open(metrics_path) as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-        if record.get("kind") == "validation":
-          curve[int(record["step"])] = float(record["accuracy"])
+  for record in _metric_records(metrics_path):
+    if record.get("kind") == "validation":
+      curve[int(record["step"])] = float(record["accuracy"])
   return sorted(curve.items())
 
 
 def _last_train_loss(metrics_path: str) -> float:
   loss = math.nan
-  if os.path.exists(metrics_path):
-    with open(metrics_path) as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-        if record.get("kind") == "train" and "loss" in record:
-          loss = float(record["loss"])
+  for record in _metric_records(metrics_path):
+    if record.get("kind") == "train" and "loss" in record:
+      loss = float(record["loss"])
   return loss
 
 
@@ -413,6 +412,7 @@ def run_one(run: Run, *, workdir: str, manual_dir: str | None = None,
   ``overrides`` maps dotted config keys to values (tests: small splits, few
   steps).
   """
+  from experiments import optimizers  # pylint: disable=g-import-not-at-top
   from experiments import train  # pylint: disable=g-import-not-at-top
   config = run.config()
   config.data.manual_dir = manual_dir
@@ -429,7 +429,7 @@ def run_one(run: Run, *, workdir: str, manual_dir: str | None = None,
     final, status = {}, "diverged"
   metrics_path = os.path.join(run_dir, "metrics.jsonl")
   curve = _validation_curve(metrics_path)
-  schedule = train.create_learning_rate_schedule(config, steps_per_epoch=1)
+  schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=1)
   nan = math.nan
   return {
       "model": study.MODELS[run.model]["model"],

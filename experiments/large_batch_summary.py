@@ -3,7 +3,7 @@ r"""The large-batch study's summary: claim test, steps to target, plots, pilot r
 ``python -m experiments.large_batch --summarize`` (and ``--pilot``) call
 ``summarize`` / ``summarize_pilot``; both read only the CSV, so they work on a
 partial study and say what is missing. The claim test and steps to target are
-defined in ``experiments/large_batch.py``'s docstring (issue 10).
+defined in ``experiments/large_batch.py``'s docstring.
 """
 from __future__ import annotations
 
@@ -429,9 +429,22 @@ def _batch_axis(ax, batch_sizes) -> None:
   ax.minorticks_off()
 
 
+def _grid_and_legend(ax, **legend_kwargs) -> None:
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(**legend_kwargs)
+
+
+def _save(fig, path: str) -> None:
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def _plot(rows, plan: Plan, cells, verdict_by_model, steps_table,
           out_dir: str, rule: bool) -> None:
-  """The issue's three figures."""
+  """The study's three figures: accuracy, steps to target, LR sensitivity."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -462,12 +475,8 @@ def _plot(rows, plan: Plan, cells, verdict_by_model, steps_table,
     _batch_axis(ax, sorted(study.BATCH_SIZES[model]))
     ax.set(xlabel="global batch size", ylabel="test accuracy (%)",
            title=f"model {model} (batch norm: {study.MODELS[model]['batch_norm']})")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, PLOTS[0]), dpi=110)
-  plt.close(fig)
+    _grid_and_legend(ax)
+  _save(fig, os.path.join(out_dir, PLOTS[0]))
 
   # 2. Steps to target against batch size.
   fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4),
@@ -484,12 +493,8 @@ def _plot(rows, plan: Plan, cells, verdict_by_model, steps_table,
     ax.set_yscale("log")
     ax.set(xlabel="global batch size", ylabel="steps to R - 1.5 points (val)",
            title=f"model {model}")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, PLOTS[1]), dpi=110)
-  plt.close(fig)
+    _grid_and_legend(ax)
+  _save(fig, os.path.join(out_dir, PLOTS[1]))
 
   # 3. Validation accuracy against learning rate, one line per batch.
   by_key = {row_key(r): r for r in rows}
@@ -521,12 +526,8 @@ def _plot(rows, plan: Plan, cells, verdict_by_model, steps_table,
       ax.set(xlabel="peak learning rate" + (" (gamma)" if optimizer == "lars" else ""),
              ylabel="validation accuracy (%)",
              title=f"model {model}, {optimizer} (star: selected; diverged: 10)")
-      ax.grid(alpha=0.3)
-      if ax.get_legend_handles_labels()[0]:
-        ax.legend(title="batch", fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, PLOTS[2]), dpi=110)
-  plt.close(fig)
+      _grid_and_legend(ax, title="batch", fontsize=7)
+  _save(fig, os.path.join(out_dir, PLOTS[2]))
 
 
 # --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import lars_optax
 from experiments import benchmark_lars
 
 
-def test_resnet50_tree_has_the_issue_size():
+def test_resnet50_tree_has_the_real_models_size():
   shapes = benchmark_lars.resnet50_shapes()
   assert len(shapes) == 161
   assert sum(int(np.prod(s)) for s in shapes.values()) == 25_557_032

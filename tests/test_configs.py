@@ -6,9 +6,10 @@ import math
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
+from experiments import optimizers
 from experiments import train
+from tests.mock_tfds import mock_data
 
 # config module -> (model, batch, peak LR, warm-up epochs, epochs, end LR, top-1)
 RECIPES = {
@@ -68,7 +69,7 @@ def test_recipe_has_the_papers_values(name):
   assert f"--config=experiments/configs/{name}.py" in doc
   # The schedule it builds peaks at the paper's LR after the warm-up.
   steps_per_epoch = 1_281_167 // batch
-  schedule = train.create_learning_rate_schedule(config, steps_per_epoch)
+  schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch)
   assert math.isclose(schedule.peak_learning_rate, peak)
   assert schedule.warmup_steps == round(warmup * steps_per_epoch)
   assert schedule.total_steps == round(epochs * steps_per_epoch)
@@ -82,14 +83,14 @@ def test_recipe_runs_two_steps_on_mock_imagenet(name, tmp_path, compilation_cach
   config.global_batch_size = 16  # 8 fake devices x 2 (per-device BN of 2)
   config.eval_batch_size = 16
   config.num_train_steps = 2
-  # (the 5+ warm-up epochs are cut to fit the 2 steps: train.py warns)
+  # (the 5+ warm-up epochs are cut to fit the 2 steps, with a warning)
   config.eval_every_steps = 0
   config.checkpoint_every_steps = 0
   config.data.prefetch = 0
   config.tensorboard = False
   config.plot = False
   config.progress_bar = False
-  with tfds.testing.mock_data(num_examples=32):
+  with mock_data(num_examples=32):
     final = train.train_and_evaluate(config, str(tmp_path))
   assert final["step"] == 2 and final["dataset"] == "imagenet2012"
   for key in ("train_loss", "test_loss", "test_accuracy", "params_checksum"):

@@ -1,6 +1,5 @@
 """trust_ratios finds the LARS state wherever it sits in an optimizer state."""
 
-import jax
 import jax.numpy as jnp
 import optax
 import pytest

@@ -3,15 +3,16 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from experiments import diagnostics
+from experiments.configs import diagnostics as diagnostics_config
+from tests.mock_tfds import mock_data
 
 NUM_STEPS = 3
 
 
 def tiny_config(**overrides):
-  config = diagnostics.get_config()
+  config = diagnostics_config.get_config()
   config.model = "cnn_tiny"
   config.data.name = "mnist"
   config.global_batch_size = 16
@@ -25,7 +26,7 @@ def tiny_config(**overrides):
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
   out = tmp_path_factory.mktemp("diagnostics")
-  with tfds.testing.mock_data(num_examples=64):
+  with mock_data(num_examples=64):
     result = diagnostics.run(tiny_config(), NUM_STEPS, str(out))
   return out, result
 

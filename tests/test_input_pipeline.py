@@ -1,23 +1,18 @@
-"""Tests of experiments/input_pipeline.py.
+"""Tests of experiments/input_pipeline.py: the sampler and the iterators.
 
-The real-data tests prepare Fashion-MNIST from ../shared/datasets; everything
-else runs on ``tfds.testing.mock_data``, which is how the training tests use the
-pipeline.
+One test reads the real Fashion-MNIST (prepared once for the suite, see
+conftest.py); everything else runs on ``tfds.testing.mock_data`` set up by
+tests/mock_tfds.py, which is how the training tests use the pipeline.
 """
 
 import itertools
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
+from experiments import datasets
 from experiments import input_pipeline
-
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+from tests.mock_tfds import mock_data
 
 
 def _take(iterator, n):
@@ -40,61 +35,11 @@ def _concat(batches):
 # Real data.
 
 
-@pytest.fixture(scope="module")
-def real_data(tmp_path_factory):
-  """fashion_mnist prepared from ../shared/datasets (manual_dir = the root)."""
-  if not all((SHARED_DATASETS / "fashion_mnist" / f).is_file() for f in FASHION_FILES):
-    pytest.skip(f"the original Fashion-MNIST files are not in "
-                f"{SHARED_DATASETS / 'fashion_mnist'} (see that folder's README)")
-  data_dir = tmp_path_factory.mktemp("tfds")
-  config = dict(name="fashion_mnist", data_dir=str(data_dir),
-                manual_dir=str(SHARED_DATASETS), prefetch=0)
-  return config, input_pipeline.prepare(config)
-
-
-def test_prepare_fashion_mnist_from_shared_files(real_data):
-  config, info = real_data
-  assert info == input_pipeline.DatasetInfo(
-      name="fashion_mnist", num_train=60000, num_test=10000, num_classes=10,
-      image_shape=(28, 28, 1))
-  # Prepared once: a second prepare only reads the metadata.
-  start = time.monotonic()
-  assert input_pipeline.prepare(config) == info
-  assert time.monotonic() - start < 5
-  # Downloads are extracted per dataset (mnist uses the same file names).
-  extracted = Path(config["data_dir"]) / "downloads" / "fashion_mnist" / "extracted"
-  assert sorted(p.name for p in extracted.iterdir()) == sorted(
-      f"GZIP.{f}" for f in FASHION_FILES)
-  # Every class 6000 times in train (read as an "eval" pass over train) and
-  # 1000 times in test; masks count each example once.
-  for split, num, per_class in (("train", 60000, 6000), ("test", 10000, 1000)):
-    split_config = dict(config, eval_split=split)
-    split_info = input_pipeline.prepare(split_config)
-    batches = list(input_pipeline.eval_iterator(split_config, split_info,
-                                                batch_size=num))
-    assert len(batches) == 1 and batches[0]["mask"].sum() == num
-    np.testing.assert_array_equal(np.bincount(batches[0]["label"]), [per_class] * 10)
-  image = batches[0]["image"]
-  assert image.dtype == np.float32 and image.shape == (10000, 28, 28, 1)
-  assert abs(image.mean()) < 0.05 and abs(image.std() - 1) < 0.05  # normalised
-
-
-def test_manual_dir_is_a_root_or_the_folder_itself(tmp_path):
-  folder = tmp_path / "mnist"
-  folder.mkdir()
-  for f in FASHION_FILES:  # mnist uses the same four file names
-    (folder / f).write_bytes(b"")
-  for manual_dir in (tmp_path, folder):
-    found, _ = input_pipeline._manual_folder(str(manual_dir), "mnist", FASHION_FILES)
-    assert found == folder
-  found, searched = input_pipeline._manual_folder(str(tmp_path), "fashion_mnist",
-                                                  FASHION_FILES)
-  assert found is None and searched == [tmp_path / "fashion_mnist", tmp_path]
-
-
-def test_real_process_slices_read_only_their_records(real_data):
+def test_real_process_slices_read_only_their_records(fashion_mnist_data_dir):
   """Uncached reads (data source __getitems__) equal the cached fast path."""
-  cached_config, info = real_data  # the train split is cached by now
+  cached_config = dict(name="fashion_mnist", data_dir=fashion_mnist_data_dir,
+                       prefetch=0)
+  info = datasets.prepare(cached_config)
   uncached_config = dict(cached_config, cache=False)
   whole = _take(input_pipeline.train_iterator(
       cached_config, info, global_batch_size=64, seed=3, start_step=937), 2)
@@ -109,56 +54,13 @@ def test_real_process_slices_read_only_their_records(real_data):
 
 
 # ----------------------------------------------------------------------------
-# Bad input and missing data.
-
-
-def test_unknown_dataset_name_raises():
-  with pytest.raises(ValueError, match=r"Unknown dataset name 'svhn'.*fashion_mnist"):
-    input_pipeline.prepare({"name": "svhn"})
-
-
-def test_imagenet_without_files_fails_fast(tmp_path):
-  manual_dir = tmp_path / "manual"
-  manual_dir.mkdir()
-  config = dict(name="imagenet2012", data_dir=str(tmp_path / "tfds"),
-                manual_dir=str(manual_dir), cache=False)
-  start = time.monotonic()
-  with pytest.raises(input_pipeline.DataNotFoundError) as error:
-    input_pipeline.prepare(config)
-  assert time.monotonic() - start < 10
-  message = str(error.value)
-  for expected in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar",
-                   str(manual_dir / "imagenet2012"), "manual_dir"):
-    assert expected in message
-
-
-@pytest.mark.parametrize("with_manual_dir", [True, False])
-def test_offline_fashion_mnist_fails_fast(tmp_path, monkeypatch, with_manual_dir):
-  # Hermetic: pretend the download host is unreachable even where it is not.
-  monkeypatch.setattr(input_pipeline, "_host_reachable", lambda *a, **k: False)
-  manual_dir = tmp_path / "manual"
-  (manual_dir / "fashion_mnist").mkdir(parents=True)
-  (manual_dir / "fashion_mnist" / FASHION_FILES[0]).write_bytes(b"")  # 1 of 4
-  config = dict(name="fashion_mnist", data_dir=str(tmp_path / "tfds"),
-                manual_dir=str(manual_dir) if with_manual_dir else None)
-  start = time.monotonic()
-  with pytest.raises(input_pipeline.DataNotFoundError) as error:
-    input_pipeline.prepare(config)
-  assert time.monotonic() - start < 10
-  message = str(error.value)
-  for expected in FASHION_FILES:
-    assert expected in message
-  assert "fashion-mnist.s3-website" in message  # the unreachable host
-  if with_manual_dir:
-    assert str(manual_dir / "fashion_mnist") in message
-  else:
-    assert "data.manual_dir" in message
+# Bad input.
 
 
 def test_bad_batch_sizes_and_options_raise():
   config = {"name": "mnist"}
-  with tfds.testing.mock_data(num_examples=40):
-    info = input_pipeline.prepare(config)
+  with mock_data(num_examples=40):
+    info = datasets.prepare(config)
     with pytest.raises(ValueError, match="larger than the 40 training examples"):
       input_pipeline.train_iterator(config, info, global_batch_size=64, seed=0)
     with pytest.raises(ValueError, match="not divisible by the process count 3"):
@@ -167,9 +69,9 @@ def test_bad_batch_sizes_and_options_raise():
     with pytest.raises(ValueError, match="not divisible"):
       input_pipeline.eval_iterator(config, info, batch_size=7, process_count=2)
   with pytest.raises(ValueError, match="cache=True is not supported"):
-    input_pipeline.prepare({"name": "imagenet2012", "cache": True})
+    datasets.prepare({"name": "imagenet2012", "cache": True})
   with pytest.raises(ValueError, match="image_size"):
-    input_pipeline.prepare({"name": "mnist", "image_size": 32})
+    datasets.prepare({"name": "mnist", "image_size": 32})
   assert input_pipeline.steps_per_epoch(info, 16) == 2
 
 
@@ -184,15 +86,15 @@ MOCK_CONFIGS = {
 
 
 def _mock_info(config, num_examples):
-  with tfds.testing.mock_data(num_examples=num_examples):
-    return input_pipeline.prepare(config)
+  with mock_data(num_examples=num_examples):
+    return datasets.prepare(config)
 
 
 @pytest.mark.parametrize("name", sorted(MOCK_CONFIGS))
 def test_mock_data_batches_have_model_shapes(name):
   config = MOCK_CONFIGS[name]
-  with tfds.testing.mock_data(num_examples=24):
-    info = input_pipeline.prepare(config)
+  with mock_data(num_examples=24):
+    info = datasets.prepare(config)
     assert (info.num_train, info.num_test) == (24, 24)
     batch = next(input_pipeline.train_iterator(config, info, global_batch_size=8,
                                                seed=0))
@@ -212,10 +114,13 @@ def test_mock_data_batches_have_model_shapes(name):
 @pytest.mark.parametrize("name", sorted(MOCK_CONFIGS))
 def test_order_is_a_function_of_seed_and_step(name):
   config = MOCK_CONFIGS[name]
-  with tfds.testing.mock_data(num_examples=40):
-    info = input_pipeline.prepare(config)
-    run = lambda seed, **kw: _take(input_pipeline.train_iterator(
-        config, info, global_batch_size=8, seed=seed, **kw), 7)
+  with mock_data(num_examples=40):
+    info = datasets.prepare(config)
+
+    def run(seed):
+      return _take(input_pipeline.train_iterator(
+          config, info, global_batch_size=8, seed=seed), 7)
+
     first, other = run(0), run(1)
     again = _take(input_pipeline.train_iterator(
         dict(config, prefetch=0), info, global_batch_size=8, seed=0), 7)
@@ -225,8 +130,8 @@ def test_order_is_a_function_of_seed_and_step(name):
 
 def test_each_epoch_is_a_permutation():
   config = {"name": "mnist", "prefetch": 0}
-  with tfds.testing.mock_data(num_examples=40):
-    info = input_pipeline.prepare(config)
+  with mock_data(num_examples=40):
+    info = datasets.prepare(config)
     batches = _take(input_pipeline.train_iterator(config, info, global_batch_size=8,
                                                   seed=0), 10)
     # The mock's test split holds the same 40 records as its train split.
@@ -245,8 +150,8 @@ def test_each_epoch_is_a_permutation():
 @pytest.mark.parametrize("process_count", [2, 4])
 def test_process_slices_concatenate_to_the_global_batch(name, process_count):
   config = dict(MOCK_CONFIGS[name], prefetch=0)
-  with tfds.testing.mock_data(num_examples=40):
-    info = input_pipeline.prepare(config)
+  with mock_data(num_examples=40):
+    info = datasets.prepare(config)
     whole = _take(input_pipeline.train_iterator(config, info, global_batch_size=8,
                                                 seed=5), 6)
     parts = [_take(input_pipeline.train_iterator(
@@ -260,8 +165,8 @@ def test_process_slices_concatenate_to_the_global_batch(name, process_count):
 @pytest.mark.parametrize("name", ["mnist", "cifar10"])
 def test_resume_gives_the_uninterrupted_batches(name):
   config = MOCK_CONFIGS[name]
-  with tfds.testing.mock_data(num_examples=40):
-    info = input_pipeline.prepare(config)
+  with mock_data(num_examples=40):
+    info = datasets.prepare(config)
     uninterrupted = _take(input_pipeline.train_iterator(
         config, info, global_batch_size=8, seed=2), 13)
     # Resume mid-epoch; the run crosses two epoch boundaries (5 steps each).
@@ -276,8 +181,8 @@ def test_resume_gives_the_uninterrupted_batches(name):
 
 
 def test_cifar_augmentation_is_crop_and_flip():
-  with tfds.testing.mock_data(num_examples=40):
-    info = input_pipeline.prepare({"name": "cifar10"})
+  with mock_data(num_examples=40):
+    info = datasets.prepare({"name": "cifar10"})
     plain = next(input_pipeline.eval_iterator({"name": "cifar10"}, info,
                                               batch_size=40))["image"]
     augmented = {"name": "cifar10", "augment": True}
@@ -308,8 +213,8 @@ def test_cifar_augmentation_is_crop_and_flip():
 @pytest.mark.parametrize("process_count", [1, 2])
 def test_eval_covers_every_example_once(process_count):
   config = {"name": "mnist", "prefetch": 2}
-  with tfds.testing.mock_data(num_examples=43):
-    info = input_pipeline.prepare(config)
+  with mock_data(num_examples=43):
+    info = datasets.prepare(config)
     reference = next(input_pipeline.eval_iterator(config, info, batch_size=43))
     per_process = [list(input_pipeline.eval_iterator(
         config, info, batch_size=10, process_index=p, process_count=process_count))
@@ -326,8 +231,8 @@ def test_eval_covers_every_example_once(process_count):
 
 def test_cached_mock_data_outlives_the_mock_context():
   config = {"name": "mnist"}
-  with tfds.testing.mock_data(num_examples=16):
-    info = input_pipeline.prepare(config)
+  with mock_data(num_examples=16):
+    info = datasets.prepare(config)
     iterator = input_pipeline.train_iterator(config, info, global_batch_size=8,
                                              seed=0)
   assert next(iterator)["image"].shape == (8, 28, 28, 1)
@@ -335,8 +240,8 @@ def test_cached_mock_data_outlives_the_mock_context():
 
 def test_threaded_uncached_reads_do_not_change_batches():
   config = {"name": "imagenet2012", "image_size": 24, "prefetch": 0}
-  with tfds.testing.mock_data(num_examples=40):
-    info = input_pipeline.prepare(config)
+  with mock_data(num_examples=40):
+    info = datasets.prepare(config)
     runs = [_take(input_pipeline.train_iterator(
         dict(config, read_threads=threads), info, global_batch_size=16, seed=1), 3)
             for threads in (1, 4)]
@@ -356,8 +261,8 @@ def test_config_dict_with_placeholders():
       "cache": True,
       "augment": True,
   })
-  with tfds.testing.mock_data(num_examples=16):
-    info = input_pipeline.prepare(config)
+  with mock_data(num_examples=16):
+    info = datasets.prepare(config)
     batch = next(input_pipeline.train_iterator(config, info, global_batch_size=8,
                                                seed=0, process_index=1,
                                                process_count=2))

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from experiments import datasets
 from experiments import input_pipeline
 from experiments import large_batch as lb
 from experiments import large_batch_summary as summary
+from experiments import loops
 from experiments import models
+from experiments import optimizers
 from experiments import train
 from experiments.configs import large_batch as study
 
@@ -278,12 +281,12 @@ def test_append_row_cuts_a_line_left_by_a_kill(tmp_path):
 def test_run_config_follows_the_design():
   for batch, steps, warmup in ((128, 8594, 860), (4096, 269, 27), (8192, 134, 20)):
     config = study.run_config("A", "sgd", batch, 0.1)
-    schedule = train.create_learning_rate_schedule(config, steps_per_epoch=1)
+    schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=1)
     assert (schedule.total_steps, schedule.warmup_steps) == (steps, warmup)
     assert schedule.peak_learning_rate == 0.1
   config = study.run_config("B", "lars", 4096, 12.5, 2,
                             warmup_fraction=study.ABLATION_WARMUP_FRACTION)
-  assert train.create_learning_rate_schedule(config, 1).warmup_steps == 68
+  assert optimizers.create_learning_rate_schedule(config, 1).warmup_steps == 68
   assert config.batch_norm_group_size == 128 and config.seed == 2
   assert config.model_kwargs.to_dict() == {"use_batch_norm": True,
                                            "init_scheme": "fan_in"}
@@ -311,13 +314,13 @@ def test_validation_holdout_is_fixed_disjoint_and_5000_of_60000():
 def test_holdout_on_fashion_mnist(fashion_mnist_data_dir):
   config = {"name": "fashion_mnist", "data_dir": fashion_mnist_data_dir,
             "validation_holdout": 5_000, "prefetch": 0}
-  info = input_pipeline.prepare(config)
+  info = datasets.prepare(config)
   assert (info.num_train, info.num_validation, info.num_test) == (55_000, 5_000,
                                                                   10_000)
   # A small split: one training epoch and the validation set partition it.
   small = dict(config, train_split="train[:1000]", validation_holdout=200)
-  info = input_pipeline.prepare(small)
-  everything = input_pipeline.prepare(dict(small, validation_holdout=0))
+  info = datasets.prepare(small)
+  everything = datasets.prepare(dict(small, validation_holdout=0))
 
   def examples(batch):
     n = int(batch.get("mask", np.ones(len(batch["label"]))).sum())
@@ -340,15 +343,15 @@ def test_holdout_on_fashion_mnist(fashion_mnist_data_dir):
 
 
 def test_batch_norm_groups_of_128_normalise_each_group():
-  info = input_pipeline.DatasetInfo("fashion_mnist", 55_000, 10_000, 10,
+  info = datasets.DatasetInfo("fashion_mnist", 55_000, 10_000, 10,
                                     (28, 28, 1), 5_000)
   for batch, groups in ((128, 1), (256, 2), (1024, 8)):
     config = study.run_config("B", "lars", batch, 12.5)
-    schedule = train.create_learning_rate_schedule(config, 1)
-    model = train.create_loop(config, info, schedule).make_model()
+    schedule = optimizers.create_learning_rate_schedule(config, 1)
+    model = loops.create_loop(config, info, schedule).make_model()
     assert model.stages[0].bn.groups == model.fc.bn.groups == groups
   config = study.run_config("A", "lars", 256, 12.5)
-  model = train.create_loop(config, info, schedule).make_model()
+  model = loops.create_loop(config, info, schedule).make_model()
   assert model.stages[0].bn is None and model.fc.bn is None
   assert model.stages[0].conv.bias is not None
   # Grouped BN == each group of 128 normalised by its own statistics.

@@ -135,7 +135,10 @@ def test_paper_and_combined_formulas_differ():
 def test_combined_equals_optax_lars_step_for_step(nesterov):
   params = make_params()
   params["zero_bias"] = np.zeros((3,), np.float32)  # the lambda = 1 rule
-  mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+
+  def mask(p):
+    return jax.tree.map(lambda x: x.ndim > 1, p)
+
   schedule = optax.linear_schedule(1.0, 0.1, 5)
   kw = dict(weight_decay=1e-3, trust_coefficient=0.01, eps=1e-4,
             nesterov=nesterov, momentum=0.8, weight_decay_mask=mask,
@@ -374,7 +377,10 @@ def test_complex_params_equal_their_real_pairs():
 
 def test_converges_on_complex_quadratic():
   target = jnp.asarray([1 + 2j, -3j, 0.5 - 1j], jnp.complex64)
-  loss = lambda p: jnp.sum(jnp.abs(p["z"] - target) ** 2)
+
+  def loss(p):
+    return jnp.sum(jnp.abs(p["z"] - target) ** 2)
+
   params = {"z": jnp.asarray([4 - 4j, 2 + 2j, -3 + 1j], jnp.complex64)}
   tx = lars_optax.lars(
       lars_optax.warmup_polynomial_decay_schedule(50.0, 10, 300),
@@ -449,7 +455,10 @@ def _minimise(loss, params, tx, steps):
 
 def test_converges_on_quadratic():
   target = {"a": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array([[0.5, 4.0]])}
-  loss = lambda p: sum(jnp.sum((p[k] - target[k]) ** 2) for k in p)
+
+  def loss(p):
+    return sum(jnp.sum((p[k] - target[k]) ** 2) for k in p)
+
   params = {"a": jnp.array([5.0, 5.0, 5.0]), "b": jnp.array([[-3.0, -1.0]])}
   tx = lars_optax.lars(
       lars_optax.warmup_polynomial_decay_schedule(50.0, 10, 300),

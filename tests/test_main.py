@@ -9,8 +9,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from experiments import resume
 from experiments.configs import tiny
+
+from tests.conftest import SHARED_DATASETS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # What a log line of absl (orbax, tfds, ...), TensorFlow's C++ or Python's
@@ -35,18 +39,28 @@ def assert_one_line_error(result, *fragments):
     assert fragment in lines[0], lines[0]
 
 
-def test_a_run_shows_only_progress_and_a_summary(tmp_path, fashion_mnist_data_dir):
-  result = main(f"--config.data.data_dir={fashion_mnist_data_dir}",
+def test_a_run_shows_one_line_of_preparation_progress_and_a_summary(tmp_path):
+  """A first run: the dataset is prepared (one line), trained, summarised."""
+  if not (SHARED_DATASETS / "fashion_mnist").is_dir():
+    pytest.skip(f"Fashion-MNIST files not found in {SHARED_DATASETS}")
+  workdir = tmp_path / "run"
+  result = main(f"--config.data.data_dir={tmp_path / 'tfds'}",
+                f"--config.data.manual_dir={SHARED_DATASETS}",
                 "--config.num_train_steps=3", "--config.plot=True",
-                "--config.tensorboard=True", workdir=tmp_path)
+                "--config.tensorboard=True", "--config.progress_bar=True",
+                workdir=workdir)
   assert result.returncode == 0, result.stderr[-3000:]
-  noise = [line for line in (result.stdout + result.stderr).replace("\r", "\n")
-           .splitlines() if LOG_LINE.match(line)]
+  lines = (result.stdout + result.stderr).replace("\r", "\n").splitlines()
+  noise = [line for line in lines if LOG_LINE.match(line)]
   assert not noise, noise
+  progress = [line for line in result.stderr.replace("\r", "\n").splitlines()
+              if line.strip() and not line.startswith("train:")]
+  assert len(progress) == 1 and progress[0].startswith("Preparing fashion_mnist")
+  assert any(line.startswith("train:") and "3/3" in line for line in lines)
   summary = result.stdout.strip().splitlines()
   assert "test accuracy" in summary[0] and "3 steps" in summary[0]
   for name in ("metrics.jsonl", "tensorboard", "training_curves.png", "checkpoints"):
-    assert any(line.endswith(str(tmp_path / name)) for line in summary[1:]), summary
+    assert any(line.endswith(str(workdir / name)) for line in summary[1:]), summary
 
 
 def test_unknown_config_key_suggests_the_nearest(tmp_path):

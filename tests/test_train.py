@@ -1,4 +1,5 @@
-"""Tests of experiments/train.py on 8 fake CPU devices with tfds mock data.
+"""Tests of the training job (experiments/train.py) and its loops, steps and
+metrics on 8 fake CPU devices with tfds mock data.
 
 One step per loop, the equivalence of the loops (and of FSDP-style sharded
 params) with one device, every bad input, and the NaN stop.
@@ -10,11 +11,16 @@ import time
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
+from experiments import datasets
 from experiments import input_pipeline
+from experiments import loops
+from experiments import metrics
+from experiments import optimizers
+from experiments import steps
 from experiments import train
 from experiments.configs import tiny
+from tests.mock_tfds import mock_data
 
 NUM_EXAMPLES = 64
 
@@ -40,7 +46,7 @@ def tiny_config(**overrides):
 
 @pytest.fixture
 def mock_mnist():
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with mock_data(num_examples=NUM_EXAMPLES):
     yield
 
 
@@ -76,21 +82,21 @@ def test_one_step_each_loop(loop, tmp_path, mock_mnist):
 
 
 def _run_steps(config, info, batches, *, devices=None, batch_norm_groups=None):
-  schedule = train.create_learning_rate_schedule(config, steps_per_epoch=4)
-  loop = train.create_loop(config, info, schedule, devices=devices,
+  schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=4)
+  loop = loops.create_loop(config, info, schedule, devices=devices,
                            batch_norm_groups=batch_norm_groups)
   state = loop.to_loop(loop.init_canonical_state())
   losses = []
   for batch in batches:
-    state, metrics = loop.train_step(state, batch)
-    losses.append(loop.fetch(metrics)["loss"])
-  canonical = train.to_host(loop.to_canonical(state))
+    state, step_metrics = loop.train_step(state, batch)
+    losses.append(loop.fetch(step_metrics)["loss"])
+  canonical = loops.to_host(loop.to_canonical(state))
   return canonical, losses
 
 
 def _assert_trees_close(actual, expected, rtol=2e-4, atol=2e-6):
-  flat_a = train.flat_named(actual)
-  flat_e = train.flat_named(expected)
+  flat_a = steps.flat_named(actual)
+  flat_e = steps.flat_named(expected)
   assert flat_a.keys() == flat_e.keys()
   for name in flat_e:
     np.testing.assert_allclose(flat_a[name], flat_e[name], rtol=rtol,
@@ -101,7 +107,7 @@ def _assert_trees_close(actual, expected, rtol=2e-4, atol=2e-6):
 def test_loops_match_one_device(batch_norm):
   num_steps = 3
   # 12x12 images: the same code paths as 28x28, less to compute.
-  info = input_pipeline.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  info = datasets.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
   rng = np.random.default_rng(0)
   batches = [{"image": rng.normal(size=(32, 12, 12, 1)).astype(np.float32),
               "label": rng.integers(0, 10, size=(32,)).astype(np.int32)}
@@ -132,10 +138,10 @@ def test_loops_match_one_device(batch_norm):
 
 
 def test_shard_params_really_shards():
-  info = input_pipeline.DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
+  info = datasets.DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
   config = tiny_config(shard_params=True, global_batch_size=32)
-  loop = train.create_loop(config, info,
-                           train.create_learning_rate_schedule(config, 4))
+  loop = loops.create_loop(config, info,
+                           optimizers.create_learning_rate_schedule(config, 4))
   state = loop.init_canonical_state()
   kernel = state["params"]["head"]["kernel"]
   assert kernel.shape == (16, 10)
@@ -154,7 +160,7 @@ def no_compile(monkeypatch):
   """Fails the test if train_and_evaluate gets as far as building a loop."""
   def fail(*args, **kwargs):
     raise AssertionError("a loop was built before the bad input was reported")
-  monkeypatch.setattr(train, "create_loop", fail)
+  monkeypatch.setattr(loops, "create_loop", fail)
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -188,12 +194,12 @@ def test_batch_larger_than_dataset(tmp_path, mock_mnist, no_compile):
 
 def test_missing_data_fails_fast(tmp_path, no_compile, monkeypatch):
   # No network here; make sure a machine with one does not download either.
-  monkeypatch.setattr(input_pipeline, "_host_reachable", lambda *a, **k: False)
+  monkeypatch.setattr(datasets, "_host_reachable", lambda *a, **k: False)
   config = tiny_config()
   config.data.data_dir = str(tmp_path / "empty")
   config.data.manual_dir = str(tmp_path / "no_files_here")
   start = time.monotonic()
-  with pytest.raises(input_pipeline.DataNotFoundError, match="train-images"):
+  with pytest.raises(datasets.DataNotFoundError, match="train-images"):
     train.train_and_evaluate(config, str(tmp_path / "work"))
   assert time.monotonic() - start < 30  # not tfds's 200 s retry loop
 
@@ -238,15 +244,16 @@ def _tensorboard_points(directory):
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
   """A killed run's records past the checkpoint go, in both jsonl and TensorBoard."""
-  writer = train.MetricsWriter(str(tmp_path), start_step=0, tensorboard=True, enabled=True)
+  writer = metrics.MetricsWriter(str(tmp_path), start_step=0, tensorboard=True,
+                                 enabled=True)
   for step in range(1, 9):
     writer.write(step, "train", {"loss": float(step)})
   writer.write(4, "eval", {"accuracy": 0.5})
   writer.write(8, "eval", {"accuracy": 0.6})
   writer.close()
   # Resume from the checkpoint at step 4, whose evaluation is redone.
-  writer = train.MetricsWriter(str(tmp_path), start_step=4, tensorboard=True,
-                               enabled=True, redo_eval_at_start=True)
+  writer = metrics.MetricsWriter(str(tmp_path), start_step=4, tensorboard=True,
+                                 enabled=True, redo_eval_at_start=True)
   writer.write(4, "eval", {"accuracy": 0.55})
   writer.write(5, "train", {"loss": 5.5})
   writer.close()

@@ -5,15 +5,12 @@ Command (the README's main job; `make train` runs the same):
   python -m experiments.main --config=experiments/configs/default.py \
       --workdir=runs/default --config.data.manual_dir=../shared/datasets
 
-Measured (2026-11-24, this repo's 2-core AMD EPYC VM, CPU only, shared with
-other jobs: load average about 8): 4 min 05 s wall end to end, of which about
-25 s preparing Fashion-MNIST from the original files, 3 min 32 s for 70
-training steps (5 epochs of 14 steps of 4096 images, about 1400 images/s),
-5 evaluations and the plot. Final test accuracy 85.4 % (test loss 0.392,
-train loss 0.361); peak LR 10 (2.5 * sqrt(4096 / 256)) after 1 warm-up epoch.
-Rerun 2026-11-25 on a fresh clone (`CI=true make train`, data prepared, load
-about 1) after the norm code changed its summation order: 47 s wall, test
-accuracy 85.34 % (before: 85.36 %), test loss 0.391, train loss 0.361.
+Measured on a 2-core AMD EPYC VM, CPU only (`CI=true make train` in a fresh
+clone, data already prepared; preparing Fashion-MNIST from the original files
+adds about 25 s): 47 s wall end to end for 70 training steps (5 epochs of 14
+steps of 4096 images), 5 evaluations and the plot. Final test accuracy
+85.34 % (test loss 0.391, train loss 0.361); peak LR 10 (2.5 * sqrt(4096 /
+256)) after 1 warm-up epoch.
 
 Choices:
 * LARS as in the paper (Algorithm 1): ||g|| + beta ||w|| in the denominator,

@@ -29,15 +29,14 @@ LR 14); ``--config.exclude_bias_and_norm=False`` gives the literal rule.
 Images are 224x224 (conv1 11x11/4 with padding 2 gives the 55x55 of the
 original 227x227 input).
 
-Status: smoke-tested only (tests/test_configs.py: 2 steps of alexnet_bn_tiny
-on tfds mock data, 8 fake CPU devices). Neither ImageNet nor a GPU was
-available where this was written, so the expected top-1 is the paper's, not a
-measurement of this code.
+Status: smoke-tested only (tests/test_configs.py: 2 steps of alexnet_bn_tiny on
+tfds mock data, 8 fake CPU devices); not run on ImageNet, so the expected
+top-1 is the paper's, not a measurement of this code.
 """
 import ml_collections
 
+from experiments.configs import common
 from experiments.configs import default
-from experiments.configs import imagenet_resnet50_8k
 
 GLOBAL_BATCH_SIZE = 8192
 EXPECTED_TOP1 = 60.1  # You et al. 2017, AlexNet-BN + LARS, batch 8K, LR 14
@@ -45,18 +44,13 @@ EXPECTED_TOP1 = 60.1  # You et al. 2017, AlexNet-BN + LARS, batch 8K, LR 14
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  imagenet_resnet50_8k.imagenet_data(config)
-  imagenet_resnet50_8k.lars_recipe(config)
+  common.imagenet(config)
   config.model = "alexnet_bn"
   config.global_batch_size = GLOBAL_BATCH_SIZE
   config.eval_batch_size = 1024
   config.base_learning_rate = 14.0
-  config.base_batch_size = 256  # unused with lr_scaling="none"
   config.warmup_epochs = 5.0
-  config.end_learning_rate = 0.0
-  config.power = 2.0
   config.num_epochs = 100.0
-  config.num_train_steps = 0
   # 156 steps per epoch: evaluate and checkpoint about every 4 epochs.
   config.eval_every_steps = 625
   config.checkpoint_every_steps = 625

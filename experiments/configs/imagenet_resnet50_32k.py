@@ -26,12 +26,12 @@ The paper warms up for 5-12 epochs at this batch; MLPerf's longer warm-up was
 tuned for its 75.9% target.
 
 Status: smoke-tested only (tests/test_configs.py: 2 steps of resnet50_tiny on
-tfds mock data, 8 fake CPU devices). Neither ImageNet nor a GPU was available
-where this was written, so the expected top-1 is the paper's, not a
-measurement of this code.
+tfds mock data, 8 fake CPU devices); not run on ImageNet, so the expected
+top-1 is the paper's, not a measurement of this code.
 """
 import ml_collections
 
+from experiments.configs import common
 from experiments.configs import imagenet_resnet50_8k
 
 GLOBAL_BATCH_SIZE = 32768
@@ -41,7 +41,7 @@ EXPECTED_TOP1 = 72.5  # You et al. 2017, ResNet-50 + LARS, batch 32K
 def get_config() -> ml_collections.ConfigDict:
   config = imagenet_resnet50_8k.get_config()
   # Peak LR 31.2, 25 warm-up epochs.
-  imagenet_resnet50_8k.mlperf_schedule(config, GLOBAL_BATCH_SIZE)
+  common.mlperf_schedule(config, GLOBAL_BATCH_SIZE)
   # 39 steps per epoch: evaluate and checkpoint about every 4 epochs.
   config.eval_every_steps = 156
   config.checkpoint_every_steps = 156

@@ -34,77 +34,24 @@ BatchNorm parameters are excluded from LARS and weight decay, as in the MLPerf
 reference (a zero-initialised bias would get trust ratio 1 at LR 10).
 
 Status: smoke-tested only (tests/test_configs.py: 2 steps of resnet50_tiny on
-tfds mock data, 8 fake CPU devices). Neither ImageNet nor a GPU was available
-where this was written, so the expected top-1 is the paper's, not a
-measurement of this code.
+tfds mock data, 8 fake CPU devices); not run on ImageNet, so the expected
+top-1 is the paper's, not a measurement of this code.
 """
 import ml_collections
 
-import lars_optax
+from experiments.configs import common
 from experiments.configs import default
 
 GLOBAL_BATCH_SIZE = 8192
 EXPECTED_TOP1 = 75.2  # You et al. 2017, ResNet-50 + LARS, batch 8K
 
 
-def imagenet_data(config: ml_collections.ConfigDict) -> None:
-  """The ImageNet data fields shared by the ImageNet recipes."""
-  config.data.name = "imagenet2012"
-  # Folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (or its
-  # parent with an imagenet2012/ subfolder): --config.data.manual_dir=...
-  config.data.manual_dir = ml_collections.config_dict.placeholder(str)
-  config.data.train_split = "train"
-  config.data.eval_split = "validation"
-  config.data.cache = False  # variable-size JPEGs: decoded on the fly
-  config.data.augment = True  # random-resized crop + flip
-  config.data.image_size = 224
-  config.data.prefetch = 2
-
-
-def lars_recipe(config: ml_collections.ConfigDict) -> None:
-  """The paper's LARS settings shared by the ImageNet recipes."""
-  config.optimizer = "lars"
-  config.lars.formula = "paper"
-  config.lars.trust_coefficient = 0.001
-  config.lars.eps = 0.0
-  config.lars.trust_clip = False
-  config.momentum = 0.9
-  config.nesterov = False
-  config.weight_decay = 5e-4
-  config.exclude_bias_and_norm = True
-  config.lr_scaling = "none"  # base_learning_rate is the peak LR
-  config.power = 2.0
-  config.loop = "jit"
-  config.batch_norm = "per_device"
-  config.shard_params = False
-  config.log_every_steps = 50
-  config.log_trust_ratios = True
-  config.checkpoints_to_keep = 3
-  config.tensorboard = True
-  config.progress_bar = True
-  config.plot = True
-
-
-def mlperf_schedule(config: ml_collections.ConfigDict, global_batch_size: int) -> None:
-  """Batch size and the MLPerf LARS table's LR schedule for it, 90 epochs."""
-  config.global_batch_size = global_batch_size
-  preset = lars_optax.mlperf_resnet50_lars(global_batch_size)
-  config.base_learning_rate = preset.peak_learning_rate
-  config.warmup_epochs = float(preset.warmup_epochs)
-  config.end_learning_rate = preset.end_learning_rate
-  config.power = preset.power
-  config.num_epochs = 90.0
-
-
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  imagenet_data(config)
-  lars_recipe(config)
+  common.imagenet(config)
   config.model = "resnet50"
   config.eval_batch_size = 1024
-  config.base_batch_size = 256  # unused with lr_scaling="none"
-  mlperf_schedule(config, GLOBAL_BATCH_SIZE)  # peak LR 10, 5 warm-up epochs
-  config.num_train_steps = 0
+  common.mlperf_schedule(config, GLOBAL_BATCH_SIZE)  # peak LR 10, 5 warm-up epochs
   # 156 steps per epoch: evaluate and checkpoint about every 4 epochs.
   config.eval_every_steps = 625
   config.checkpoint_every_steps = 625

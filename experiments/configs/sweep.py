@@ -1,4 +1,4 @@
-"""The batch-size sweep on Fashion-MNIST (issue 4): one run of the grid.
+"""The batch-size sweep on Fashion-MNIST: one run of the grid.
 
 The sweep driver (``python -m experiments.sweep``) builds every run of the grid
 below from this config, overriding ``optimizer``, ``lars.formula``,
@@ -30,23 +30,22 @@ False): warm-up from 0 keeps the first steps of zero-initialised biases small.
 Hardware, run time and results: experiments/README.md (written by
 ``python -m experiments.sweep --summarize``).
 """
+from experiments.configs import common
 from experiments.configs import default
 
 # The grid (read by experiments/sweep.py). The same number of learning rates
 # for every optimizer; LARS LRs are peak values, SGD LRs are per 256 examples.
 BATCH_SIZES = (128, 512, 2048, 8192, 16384)
-# The first pass had 3 values each; its best LRs sat at the grid's edges (SGD's
-# lowest at 8192, LARS's highest almost everywhere), so each optimizer got a
-# 4th value on the side its optimum pointed to.
+# Four values per optimizer, spaced x3.
 LEARNING_RATES = {
     "sgd": (0.01, 0.03, 0.1, 0.3),  # Goyal et al.: 0.1 per 256
     "lars/paper": (2.0, 6.0, 18.0, 54.0),  # paper, AlexNet-BN: 2 (512) to 22 (32K)
     "lars/combined": (2.0, 6.0, 18.0, 54.0),
     "optax_lars/combined": (2.0, 6.0, 18.0, 54.0),
 }
-# After that, at the two largest batch sizes the optima still sat at the edges
+# At the two largest batch sizes the optima sit at the edges of those four
 # (SGD's lowest LR, LARS's highest), so there every optimizer gets one more
-# value on that side (session 2).
+# value on that side.
 EDGE_LEARNING_RATES = {
     "sgd": (0.003,),
     "lars/paper": (162.0,),
@@ -62,24 +61,15 @@ EXTRA_SEED_BATCH_SIZES = (8192, 16384)
 
 def get_config():
   config = default.get_config()
-  config.model = "cnn"
   config.num_epochs = 10.0
   config.warmup_epochs = 2.0
-  config.power = 2.0
-  config.end_learning_rate = 0.0
-  config.weight_decay = 5e-4
-  config.momentum = 0.9
   config.exclude_bias_and_norm = False
-  config.lars.trust_coefficient = 0.001
   config.lr_scaling = "none"  # the driver sets "linear" for sgd
-  config.base_batch_size = 256
   # Bookkeeping kept cheap: the sweep wants final accuracies, not curves.
   config.log_every_steps = 50
   config.log_trust_ratios = False
   config.eval_every_steps = 0
   config.checkpoint_every_steps = 0
   config.checkpoints_to_keep = 1
-  config.tensorboard = False
-  config.progress_bar = False
-  config.plot = False
+  common.metrics_files_only(config)
   return config

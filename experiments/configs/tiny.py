@@ -5,6 +5,7 @@
 
 Not a result: 8 steps of a 2-stage CNN with width 4 and 8.
 """
+from experiments.configs import common
 from experiments.configs import default
 
 
@@ -23,7 +24,5 @@ def get_config():
   config.num_train_steps = 8
   config.eval_every_steps = 0
   config.checkpoint_every_steps = 4
-  config.tensorboard = False
-  config.progress_bar = False
-  config.plot = False
+  common.metrics_files_only(config)
   return config

@@ -1,0 +1,98 @@
+"""The optimizer and its learning-rate schedule, built from a training config."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import optax
+from absl import logging
+
+import lars_optax
+
+OPTIMIZERS = ("lars", "optax_lars", "sgd")
+LR_SCALING_RULES = ("linear", "sqrt", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  fn: optax.Schedule
+  peak_learning_rate: float
+  warmup_steps: int
+  total_steps: int
+  steps_per_epoch: int
+
+
+def create_learning_rate_schedule(config, steps_per_epoch: int) -> Schedule:
+  """Warm-up then polynomial decay, peak LR scaled from base_batch_size.
+
+  The run lasts ``config.num_train_steps`` steps, or, when that is 0,
+  ``config.num_epochs`` epochs. Warm-up lasts ``config.warmup_epochs`` epochs,
+  or longer where ``config.warmup_fraction`` (of the run) or
+  ``config.min_warmup_steps`` ask for more.
+  """
+  if config.lr_scaling == "none":
+    peak = float(config.base_learning_rate)
+  else:
+    peak = float(lars_optax.scale_learning_rate(
+        config.base_learning_rate, config.global_batch_size,
+        base_batch_size=config.base_batch_size, rule=config.lr_scaling))
+  total = int(config.get("num_train_steps", 0) or 0)
+  if total <= 0:
+    total = max(1, int(round(config.num_epochs * steps_per_epoch)))
+  warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  warmup = max(warmup, math.ceil(config.get("warmup_fraction", 0.0) * total),
+               config.get("min_warmup_steps", 0))
+  if warmup >= total:  # a run shorter than its warm-up (a smoke test)
+    logging.warning("Warm-up of %d steps >= the run's %d steps: warming up "
+                    "for %d steps instead.", warmup, total, total - 1)
+    warmup = total - 1
+  fn = lars_optax.warmup_polynomial_decay_schedule(
+      peak, warmup, total, init_value=0.0,
+      end_value=config.end_learning_rate, power=config.power)
+  return Schedule(fn, peak, warmup, total, steps_per_epoch)
+
+
+def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
+                     ) -> optax.GradientTransformation:
+  """The optimizer named by ``config.optimizer``.
+
+  ``config.exclude_bias_and_norm`` (default True) removes biases and BatchNorm
+  parameters (every leaf with ndim <= 1) from weight decay and, for the LARS
+  variants, from the trust-ratio adaptation, so they get the plain global LR.
+  The paper adapts every layer; then a zero-initialised bias has trust ratio
+  1, a step about 1/trust_coefficient larger than its neighbours' (see
+  configs/default.py). Set it False for the paper's rule.
+  """
+  mask = (lars_optax.exclude_bias_and_norm
+          if config.exclude_bias_and_norm else None)
+  if config.optimizer == "lars":
+    return lars_optax.lars(
+        learning_rate,
+        weight_decay=config.weight_decay,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        trust_coefficient=config.lars.trust_coefficient,
+        eps=config.lars.eps,
+        formula=config.lars.formula,
+        trust_clip=config.lars.trust_clip,
+        weight_decay_mask=mask,
+        trust_ratio_mask=mask,
+    )
+  if config.optimizer == "optax_lars":
+    return optax.lars(
+        learning_rate,
+        weight_decay=config.weight_decay,
+        weight_decay_mask=mask if mask is not None else True,
+        trust_coefficient=config.lars.trust_coefficient,
+        eps=config.lars.eps,
+        trust_ratio_mask=mask if mask is not None else True,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+    )
+  if config.optimizer == "sgd":
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=mask),
+        optax.sgd(learning_rate, momentum=config.momentum,
+                  nesterov=config.nesterov),
+    )
+  raise ValueError(f"Unknown optimizer {config.optimizer!r}.")

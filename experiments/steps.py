@@ -1,0 +1,108 @@
+"""The loss and the step functions that both data-parallel loops compile.
+
+Models are Flax NNX modules used functionally: a loop ``nnx.split``s the model
+into a graphdef and its ``Param`` / ``BatchStat`` states once, and the steps
+``nnx.merge`` them inside the compiled function. The train state is a plain
+dict ``{step, params, batch_stats, opt_state}``.
+
+The steps are written once for both loops: with ``axis_name`` (pmap) they
+average the gradients and metrics over that axis themselves; without it (jit
+with shardings) GSPMD does the same from the shardings of the inputs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import lars_optax
+
+State = dict[str, Any]
+
+
+def flat_named(tree) -> dict[str, Any]:
+  """{'stages/0/conv/kernel': leaf, ...}: the names lars_optax masks match."""
+  return dict(zip(lars_optax.parameter_names(tree), jax.tree.leaves(tree)))
+
+
+def cross_entropy(logits, labels):
+  """Softmax cross-entropy of integer labels, one value per example."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def make_loss_fn(graphdef):
+  """(params, batch_stats, batch) -> (mean loss, (logits, new batch_stats)).
+
+  The model runs in the mode ``graphdef`` was split in (train: BatchNorm uses
+  and updates the batch statistics).
+  """
+
+  def loss_fn(params, batch_stats, batch):
+    model = nnx.merge(graphdef, params, batch_stats, copy=True)
+    logits = model(batch["image"])
+    loss = jnp.mean(cross_entropy(logits, batch["label"]))
+    return loss, (logits, nnx.state(model, nnx.BatchStat))
+
+  return loss_fn
+
+
+def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
+                    axis_name: str | None, pmean_batch_stats: bool,
+                    trust_ratio_names=()):
+  """(state, batch) -> (state, metrics); metrics are scalars, averaged over devices.
+
+  ``trust_ratio_names``: the params whose LARS trust ratio goes into the
+  metrics as ``trust_ratio/<name>`` (empty: none).
+  """
+  loss_fn = make_loss_fn(graphdef)
+
+  def train_step(state: State, batch) -> tuple[State, dict[str, jax.Array]]:
+    params = state["params"]
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(params, state["batch_stats"], batch)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
+      loss, accuracy = jax.lax.pmean((loss, accuracy), axis_name)
+      if pmean_batch_stats:  # per-device BN: average the running statistics
+        batch_stats = jax.lax.pmean(batch_stats, axis_name)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    params = optax.apply_updates(params, updates)
+    metrics = {
+        "loss": loss,
+        "accuracy": accuracy,
+        "learning_rate": jnp.asarray(schedule(state["step"]), jnp.float32),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
+    }
+    if trust_ratio_names:
+      for name, ratio in lars_optax.trust_ratios_by_name(opt_state).items():
+        if name in trust_ratio_names:
+          metrics[f"trust_ratio/{name}"] = jnp.asarray(ratio, jnp.float32)
+    new_state = dict(state, step=state["step"] + 1, params=params,
+                     batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef, *, axis_name: str | None):
+  """(state, batch with mask) -> sums of loss, correct and count."""
+
+  def eval_step(state: State, batch):
+    model = nnx.merge(graphdef, state["params"], state["batch_stats"], copy=True)
+    logits = model(batch["image"])
+    mask = batch["mask"].astype(jnp.float32)
+    sums = {
+        "loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+        "count": jnp.sum(mask),
+    }
+    if axis_name is not None:
+      sums = jax.lax.psum(sums, axis_name)
+    return sums
+
+  return eval_step
