@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 MANUAL_DIR ?= $(wildcard ../shared/datasets)
 WORKDIR ?= runs/default
 
-.PHONY: train test venv clean
+.PHONY: train test test-floors venv clean
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -27,5 +27,18 @@ test: venv
 	$(PY) -m mypy
 	$(PY) -m pytest -q tests --doctest-modules lars_optax
 
+# The library's tests at its declared floors (pyproject.toml), in a separate
+# environment without flax or tfds (CI runs it after `make test`).
+FLOOR_VENV := .venv-floors
+LIBRARY_TESTS := tests/test_lars.py tests/test_numerics.py tests/test_masks.py \
+  tests/test_schedules.py tests/test_diagnostics.py tests/test_sharding.py
+test-floors:
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install -q "jax==0.4.25" "jaxlib==0.4.25" \
+	  "optax==0.1.8" "numpy==1.24.1" "chex==0.1.86" "pytest>=7" pytest-timeout \
+	  "hypothesis>=6.10.1"
+	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider $(LIBRARY_TESTS) \
+	  --doctest-modules lars_optax
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(FLOOR_VENV) runs
