@@ -289,6 +289,8 @@ def plan_study(rows: Sequence[Mapping[str, str]], *,
                                  exclude_bias_and_norm=rule).key()]
                     for lr in values]
           best[optimizer] = max(range(len(values)), key=lambda i: (scores[i], -i))
+          if max(scores) < study.NO_LEARNING_BELOW:  # every run failed: the
+            best[optimizer] = 0  # optimum is below the grid (see the config)
         extend_low = low < study.MAX_EDGE_EXTENSIONS and any(
             i == 0 for i in best.values())
         extend_high = high < study.MAX_EDGE_EXTENSIONS and any(

@@ -403,3 +403,18 @@ def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
   # Finished: a second call skips it.
   assert lb.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
                     **kwargs) == 0
+
+
+def test_a_grid_where_no_run_learns_is_extended_downwards():
+  rows = complete_grid([], "A", 128, {"lars": 2, "sgd": 2})
+  rows = complete_grid(rows, "A", 4096, {"lars": 2, "sgd": 2})
+  for row in rows:  # every SGD run at 4096 diverged; the best (noise) mid-grid
+    if row["batch_size"] == "4096" and row["optimizer"] == "sgd":
+      row["val_accuracy"] = "0.1028" if row["learning_rate"] == "0.8" else "0.0932"
+  plan = lb.plan_study(rows)
+  assert ("A", 4096) not in plan.selected
+  grids = plan.grids[("A", 4096)]
+  assert len(grids["sgd"]) == len(grids["lars"]) == len(study.SGD_SCALE_FACTORS) + 1
+  scaled = 0.1 * 4096 / 128
+  assert min(grids["sgd"]) == pytest.approx(
+      scaled * study.SGD_SCALE_FACTORS[0] / study.EDGE_FACTOR)
