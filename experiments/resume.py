@@ -35,13 +35,14 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def changed_fields(config: ml_collections.ConfigDict, saved: dict) -> list[str]:
-  """Result-changing fields where ``config`` differs from a saved config."""
+def changed_fields(config: ml_collections.ConfigDict, saved: dict
+                   ) -> dict[str, tuple[Any, Any]]:
+  """{field: (saved value, new value)} of the result-changing differences."""
   new = _flatten(json.loads(config.to_json()))
   old = _flatten(saved)
-  return sorted(
-      key for key in set(new) | set(old)
-      if key not in NOT_AFFECTING_RESULTS and new.get(key) != old.get(key))
+  return {key: (old.get(key, "<unset>"), new.get(key, "<unset>"))
+          for key in sorted(set(new) | set(old))
+          if key not in NOT_AFFECTING_RESULTS and new.get(key) != old.get(key)}
 
 
 def has_checkpoints(workdir: str) -> bool:
@@ -57,15 +58,12 @@ def check_config_matches(config: ml_collections.ConfigDict, workdir: str, *,
   if allow_changes or not has_checkpoints(workdir) or not os.path.exists(path):
     return
   with open(path) as f:
-    saved = json.load(f)
-  changed = changed_fields(config, saved)
+    changed = changed_fields(config, json.load(f))
   if changed:
-    flat_new = _flatten(json.loads(config.to_json()))
-    flat_old = _flatten(saved)
-    listing = ", ".join(
-        f"{key} ({flat_old.get(key, '<unset>')!r} -> {flat_new.get(key, '<unset>')!r})"
-        for key in changed[:6]) + (f" and {len(changed) - 6} more"
-                                   if len(changed) > 6 else "")
+    listing = ", ".join(f"{key} ({old!r} -> {new!r})"
+                        for key, (old, new) in list(changed.items())[:6])
+    if len(changed) > 6:
+      listing += f" and {len(changed) - 6} more"
     raise ConfigError(
         f"{workdir} holds checkpoints of a run with a different config: "
         f"{listing}. Use another --workdir, or pass --allow_config_change to "

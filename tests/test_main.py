@@ -122,7 +122,8 @@ def test_changed_fields_ignore_bookkeeping():
   config = tiny.get_config()
   config.plot = True
   config.checkpoint_every_steps = 1
-  assert resume.changed_fields(config, saved) == []
+  assert resume.changed_fields(config, saved) == {}
   config.seed = 3
   config.data.train_split = "train[:512]"
-  assert resume.changed_fields(config, saved) == ["data.train_split", "seed"]
+  assert resume.changed_fields(config, saved) == {
+      "data.train_split": ("train[:1024]", "train[:512]"), "seed": (0, 3)}
