@@ -5,11 +5,11 @@ Command (the README's main job; `make train` runs the same):
   python -m experiments.main --config=experiments/configs/default.py \
       --workdir=runs/default --config.data.manual_dir=../shared/datasets
 
-Measured on a 2-core AMD EPYC VM, CPU only (`CI=true make train` in a fresh
-clone, data already prepared; preparing Fashion-MNIST from the original files
-adds about 25 s): 47 s wall end to end for 70 training steps (5 epochs of 14
+Measured on a 2-core x86_64 VM, CPU only, shared with other jobs (`make
+train`, data already prepared; preparing Fashion-MNIST from the original files
+adds about 25 s): 55 s wall end to end for 70 training steps (5 epochs of 14
 steps of 4096 images), 5 evaluations and the plot. Final test accuracy
-85.34 % (test loss 0.391, train loss 0.361); peak LR 10 (2.5 * sqrt(4096 /
+85.36 % (test loss 0.392, train loss 0.361); peak LR 10 (2.5 * sqrt(4096 /
 256)) after 1 warm-up epoch.
 
 Choices:
