@@ -123,7 +123,10 @@ LARS_LEARNING_RATES = (3.125, 6.25, 12.5, 25.0, 50.0)  # gamma; gamma*eta 0.003-
 SGD_LEARNING_RATES = (0.025, 0.05, 0.1, 0.2, 0.4)  # at batch 128 (Goyal: 0.05)
 SGD_SCALE_FACTORS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)  # x (lr_128 * B / 128)
 EDGE_FACTOR = 2.0
-MAX_EDGE_EXTENSIONS = 3
+# Five extensions per side: with three, SGD's optimum at model A's batch 8192
+# still sat at the lowest value (x1/128 of the linearly scaled rate), so the
+# cap was raised before that grid's comparison was read.
+MAX_EDGE_EXTENSIONS = 5
 # A grid where no run learns (best validation accuracy below this; chance is
 # 10 %) has its optimum below its lowest value: every run diverged, so the
 # grid is extended downwards for both optimizers, as at an edge.
