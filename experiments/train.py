@@ -56,7 +56,7 @@ def validate_config(
     num_local_devices: int,
     process_count: int,
 ) -> None:
-  """Raises ValueError for a config that cannot run, naming the field.
+  """Raises ConfigError for a config that cannot run, naming the field.
 
   Everything that can be wrong with the config is reported here, before
   anything is compiled.
@@ -69,7 +69,7 @@ def validate_config(
   _choice("lr_scaling rule", config.lr_scaling, optimizers.LR_SCALING_RULES)
   if config.shard_params and config.loop != "jit":
     raise ConfigError("config.shard_params=True needs config.loop='jit' "
-                     "(pmap keeps a full copy of the state on every device).")
+                      "(pmap keeps a full copy of the state on every device).")
   for field in ("global_batch_size", "eval_batch_size"):
     size = config.get(field) or config.global_batch_size
     if size <= 0:
@@ -86,12 +86,12 @@ def validate_config(
     raise ConfigError("Set config.num_epochs > 0 or config.num_train_steps > 0.")
   if config.checkpoint_every_steps < 0 or config.log_every_steps <= 0:
     raise ConfigError("config.checkpoint_every_steps must be >= 0 and "
-                     "config.log_every_steps > 0.")
+                      "config.log_every_steps > 0.")
   group_size = config.get("batch_norm_group_size", 0)
   if group_size:
     if config.loop != "jit" or config.batch_norm != "global":
       raise ConfigError("config.batch_norm_group_size needs config.loop='jit' "
-                       "and config.batch_norm='global' (it sets the groups).")
+                        "and config.batch_norm='global' (it sets the groups).")
     if config.global_batch_size % group_size:
       raise ConfigError(
           f"config.global_batch_size={config.global_batch_size} is not a "
