@@ -55,7 +55,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from experiments import cli
 from experiments.configs import large_batch as study
+from experiments.user_errors import UserError
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "large_batch.csv")
 COLUMNS = (
@@ -476,8 +478,8 @@ def run_all(plan_fn, results: str, workdir: str, *, max_runs: int = 0,
     if not todo:
       break
     run = todo[0]
-    logging.info("large_batch: %d defined runs to go; now %s (%s)", len(todo),
-                 run.tag, run.phase)
+    print(f"{len(todo)} defined runs to go; now {run.phase} {run.tag}",
+          flush=True)
     row = run_one(run, workdir=workdir, **run_kwargs)
     append_row(results, row)
     print(f"{run.phase} {run.tag}: val {row['val_accuracy']} test "
@@ -506,26 +508,29 @@ def define_flags() -> None:
   flags.DEFINE_string("data_dir", None, "tfds data_dir.")
   flags.DEFINE_integer("max_runs", 0, "Stop after this many new runs (0: all).")
   flags.DEFINE_bool("summarize", False, "Only write the summary and the plots.")
+  flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WARNING logs.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from experiments import large_batch_summary  # pylint: disable=g-import-not-at-top
   args = flags.FLAGS
-  run_kwargs = dict(manual_dir=args.manual_dir, data_dir=args.data_dir)
+  if not args.verbose:
+    cli.quiet_libraries()
+  from experiments import large_batch_summary  # pylint: disable=g-import-not-at-top
   if args.pilot:
-    path = pilot_path(args.results)
-    if not args.summarize:
-      run_all(lambda rows: pilot_runs(), path,
-              os.path.join(args.workdir, "pilot"), max_runs=args.max_runs,
-              **run_kwargs)
-    print(large_batch_summary.summarize_pilot(path))
-    return
+    path, plan_fn = pilot_path(args.results), lambda rows: pilot_runs()
+    workdir = os.path.join(args.workdir, "pilot")
+  else:
+    path, plan_fn, workdir = args.results, planned_runs, args.workdir
   if not args.summarize:
-    run_all(planned_runs, args.results, args.workdir, max_runs=args.max_runs,
-            **run_kwargs)
-  print(large_batch_summary.summarize(args.results))
+    try:
+      run_all(plan_fn, path, workdir, max_runs=args.max_runs,
+              manual_dir=args.manual_dir, data_dir=args.data_dir)
+    except UserError as error:
+      cli.fail(str(error))
+  print(large_batch_summary.summarize_pilot(path) if args.pilot
+        else large_batch_summary.summarize(path))
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ command, the config or the data is reported in one line (exit status 2).
 """
 import os
 import re
-import sys
-import warnings
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from experiments.cli import fail
+from experiments.cli import quiet_libraries
 
 FLAGS = flags.FLAGS
 
@@ -41,35 +42,20 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _fail(message: str) -> None:
-  print(f"error: {' '.join(message.split())}", file=sys.stderr)
-  sys.exit(2)
-
-
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with its errors as one line."""
   try:
     return FLAGS(argv)
   except flags.Error as error:
-    _fail(str(error))
+    fail(str(error))
   except AttributeError as error:  # ml_collections: an unknown --config.KEY
     match = re.search(r'Did you mean "(.+?)" instead of "(.+?)"', str(error))
     if match is None:
       raise
-    _fail(f"unknown config key {match.group(2)!r}; did you mean "
+    fail(f"unknown config key {match.group(2)!r}; did you mean "
           f"{match.group(1)!r}? (python -m experiments.main --helpfull lists "
           "the flags; the config file lists its keys)")
   raise AssertionError("unreachable")
-
-
-def _quiet_libraries() -> None:
-  """Only errors from absl, JAX, orbax, tfds and TensorFlow (before they load)."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  # TensorFlow (tfds preparation, TensorBoard events) announces oneDNN on
-  # import whatever the log level; its kernels never touch the training math.
-  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-  logging.set_verbosity(logging.ERROR)
-  warnings.filterwarnings("ignore")  # third-party deprecation notices
 
 
 def _summary(final: dict, workdir: str) -> str:
@@ -89,15 +75,15 @@ def _summary(final: dict, workdir: str) -> str:
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.verbose:
-    _quiet_libraries()
+    quiet_libraries()
   config = FLAGS.config
   try:
     config.to_json()  # the config file is loaded lazily
   except OSError as error:
     reason = str(error.__cause__ or error).strip().splitlines()[-1]
-    _fail(f"cannot load the config file {FLAGS['config'].config_filename}: "
+    fail(f"cannot load the config file {FLAGS['config'].config_filename}: "
           f"{reason.strip()}")
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.coordinator_address is not None or FLAGS.num_processes is not None:
@@ -116,7 +102,7 @@ def main(argv):
                                 allow_changes=FLAGS.allow_config_change)
     final = train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as error:
-    _fail(str(error))
+    fail(str(error))
   if jax.process_index() == 0:
     print(_summary(final, FLAGS.workdir))
 

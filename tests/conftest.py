@@ -1,6 +1,7 @@
 """Test set-up: 8 fake CPU devices, set before JAX starts (never mid-suite)."""
 import os
 import pathlib
+import tempfile
 
 import pytest
 
@@ -11,6 +12,22 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # The original MNIST / Fashion-MNIST files beside the repository (CI has them).
 SHARED_DATASETS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_under_basetemp(tmp_path_factory):
+  """Temporary files of this process and its subprocesses go under pytest's
+  basetemp, which pytest prunes: tfds leaves an empty ``mkdtemp`` folder each
+  time it opens a builder of an unprepared dataset, and tests open many."""
+  path = str(tmp_path_factory.mktemp("tempfile"))
+  saved = tempfile.tempdir, os.environ.get("TMPDIR")
+  tempfile.tempdir = os.environ["TMPDIR"] = path
+  yield
+  tempfile.tempdir = saved[0]
+  if saved[1] is None:
+    del os.environ["TMPDIR"]
+  else:
+    os.environ["TMPDIR"] = saved[1]
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,9 @@
 """The large-batch study: planner, claim test, holdout, grouped BN, one run."""
 import collections
 import math
+import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +19,9 @@ from experiments import models
 from experiments import optimizers
 from experiments import train
 from experiments.configs import large_batch as study
+
+from tests.test_main import REPO
+from tests.test_main import assert_one_line_error
 
 RULE = study.EXCLUDE_BIAS_AND_NORM
 
@@ -403,6 +409,19 @@ def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
   # Finished: a second call skips it.
   assert lb.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
                     **kwargs) == 0
+
+
+def test_missing_data_is_one_line_and_writes_no_row(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  results = tmp_path / "large_batch.csv"
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.large_batch",
+       f"--data_dir={tmp_path / 'empty'}", f"--manual_dir={tmp_path / 'nowhere'}",
+       f"--results={results}", f"--workdir={tmp_path / 'runs'}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert_one_line_error(result, "fashion_mnist", str(tmp_path / "nowhere"))
+  assert "defined runs to go" in result.stdout
+  assert lb.read_rows(str(results)) == []
 
 
 def test_a_grid_where_no_run_learns_is_extended_downwards():
