@@ -8,16 +8,23 @@ and a 64-block transformer (1,029 leaves, 12.9M parameters) that shows how
 step and compile time grow with the number of leaves. Runs are interleaved
 (one of each per round, in rotating order) and the median over rounds is
 reported, with compile times, achieved bandwidth against the 28 bytes/param
-memory-traffic floor of LARS, and the machine's description.
+memory-traffic floor of LARS, the kernels each compiled step launches (and
+its host transfers, which must be none), and the machine's description.
+``--profile_dir`` also writes a jax.profiler trace of a few steps of ours
+(TensorBoard's profile plugin or Perfetto open it).
 
     python -m experiments.benchmark_lars            # CPU, writes the JSON
     python -m experiments.benchmark_lars --rounds 30 --output out.json
+    python -m experiments.benchmark_lars --rounds 30 --trees resnet50 \
+        --profile_dir runs/profile \
+        --output experiments/results/benchmark_lars_gpu.json   # GPU
 """
 
 import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import time
 
@@ -159,8 +166,9 @@ def compile_seconds(shapes, grads, names, repeats):
   return {name: statistics.median(t) for name, t in times.items()}
 
 
-def step_milliseconds(shapes, grads, names, rounds, warmup):
-  """Per-round step times (ms) of each optimizer, interleaved."""
+def step_milliseconds(shapes, grads, names, rounds, warmup, profile_dir=None):
+  """Per-round step times (ms) of each optimizer, interleaved, and what each
+  compiled step launches (``kernels``)."""
   txs = dict(optimizers(), plain=None)
   steps, carries = {}, {}
   for name in names:
@@ -183,7 +191,35 @@ def step_milliseconds(shapes, grads, names, rounds, warmup):
       jax.block_until_ready((params, state))
       times[name].append(1e3 * (time.perf_counter() - t0))
       carries[name] = (params, state)
-  return times
+  if profile_dir:
+    params, state = carries["lars_optax"]
+    with jax.profiler.trace(profile_dir):
+      for _ in range(5):
+        params, state = steps["lars_optax"](params, state, grads)
+      jax.block_until_ready((params, state))
+  return times, {name: kernels(step) for name, step in steps.items()}
+
+
+# Top-level ops of a compiled program that launch nothing on the device.
+NOT_KERNELS = frozenset({"parameter", "constant", "tuple", "get-tuple-element",
+                         "bitcast"})
+# Ops that move data between host and device inside a step.
+HOST_TRANSFER = re.compile(r"\b(send|recv|infeed|outfeed)(-done|-start)?\b|"
+                           r"custom_call_target=\"[^\"]*callback")
+
+
+def kernels(compiled) -> dict[str, int]:
+  """What one step of a compiled program launches, read from its entry
+  computation (XLA runs each top-level fusion, library call or copy as one
+  kernel on a GPU), and how many of its ops transfer to or from the host."""
+  text = compiled.as_text()
+  entry = text[text.index("\nENTRY"):]
+  entry = entry[:entry.index("\n}")]
+  ops = [re.search(r"= .*?([a-z][a-z0-9-]*)\(", line).group(1)
+         for line in entry.splitlines()[1:] if " = " in line]
+  return {"kernels": sum(op not in NOT_KERNELS for op in ops),
+          "host_transfers": sum(bool(HOST_TRANSFER.search(line))
+                                for line in entry.splitlines())}
 
 
 def copy_bandwidth(num_params: int, rounds: int) -> float:
@@ -199,14 +235,16 @@ def copy_bandwidth(num_params: int, rounds: int) -> float:
   return 8 * num_params / statistics.median(times)
 
 
-def measure(tree: str, rounds: int, warmup: int, compile_repeats: int) -> dict:
+def measure(tree: str, rounds: int, warmup: int, compile_repeats: int,
+            profile_dir: str | None = None) -> dict:
   """Step and compile times of every optimizer on one tree, and their ratios."""
   shapes = TREES[tree]()
   num_params = sum(int(np.prod(s)) for s in shapes.values())
   grads = make_tree(shapes, seed=1)
   names = ["lars_optax", "optax_lars", "lars_minimal", "sgd_momentum", "plain"]
   compile_s = compile_seconds(shapes, grads, names[:-1], compile_repeats)
-  times = step_milliseconds(shapes, grads, names, rounds, warmup)
+  times, launches = step_milliseconds(shapes, grads, names, rounds, warmup,
+                                     profile_dir)
   ms = {name: statistics.median(t) for name, t in times.items()}
   bandwidth = copy_bandwidth(num_params, rounds)
   floor_ms = 1e3 * LARS_BYTES_PER_PARAM * num_params / bandwidth
@@ -217,6 +255,9 @@ def measure(tree: str, rounds: int, warmup: int, compile_repeats: int) -> dict:
       "num_params": num_params,
       "median_step_ms": ms,
       "compile_s": compile_s,
+      "kernels_per_step": {n: k["kernels"] for n, k in launches.items()},
+      "host_transfers_per_step": {n: k["host_transfers"]
+                                  for n, k in launches.items()},
       "ratios": {
           "ours_over_lars_minimal": ms["lars_optax"] / ms["lars_minimal"],
           "optax_lars_over_ours": ms["optax_lars"] / ms["lars_optax"],
@@ -242,6 +283,9 @@ def main():
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--compile-repeats", type=int, default=3)
   parser.add_argument("--trees", default=",".join(TREES))
+  parser.add_argument("--profile_dir", default=None,
+                      help="write a jax.profiler trace of 5 steps of ours "
+                           "(per tree) here")
   parser.add_argument("--output", default=os.path.join(
       "experiments", "results", "benchmark_lars_cpu.json"))
   args = parser.parse_args()
@@ -264,14 +308,16 @@ def main():
       "trees": {},
   }
   for tree in args.trees.split(","):
-    r = result["trees"][tree] = measure(tree, args.rounds, args.warmup,
-                                        args.compile_repeats)
+    r = result["trees"][tree] = measure(
+        tree, args.rounds, args.warmup, args.compile_repeats,
+        args.profile_dir and os.path.join(args.profile_dir, tree))
     print(f"{tree}: {r['num_leaves']} leaves, {r['num_params'] / 1e6:.2f}M "
           f"params, {jax.devices()[0].device_kind}, median of {args.rounds} "
           "interleaved rounds")
     for name, ms in r["median_step_ms"].items():
       compile_s = r["compile_s"].get(name)
-      print(f"  {name:13s} {ms:8.2f} ms" + (
+      print(f"  {name:13s} {ms:8.2f} ms  {r['kernels_per_step'][name]:5d} "
+            f"kernels, {r['host_transfers_per_step'][name]} host transfers" + (
           f"   compile {compile_s:6.2f} s" if compile_s else ""))
     for key, value in r["ratios"].items():
       print(f"  {key:32s} {value:6.2f}")
@@ -287,6 +333,15 @@ def main():
             resnet["ratios"]["compile_ours_over_lars_minimal"] <= 1.30,
         "resnet50_optax_lars_over_ours_at_least_3":
             resnet["ratios"]["optax_lars_over_ours"] >= 3.0,
+    })
+  if resnet and jax.default_backend() == "gpu":
+    result["targets"].update({
+        "resnet50_gpu_ours_over_floor_at_most_1.5":
+            resnet["ours_over_floor"] <= 1.5,
+        "resnet50_gpu_optax_lars_over_ours_at_least_2":
+            resnet["ratios"]["optax_lars_over_ours"] >= 2.0,
+        "resnet50_gpu_no_host_transfer_in_our_step":
+            resnet["host_transfers_per_step"]["lars_optax"] == 0,
     })
   if deep:
     result["targets"]["transformer_compile_ours_over_minimal_at_most_1.30"] = (

@@ -35,3 +35,22 @@ def test_transformer_tree_is_deep():
   shapes = benchmark_lars.transformer_shapes()
   assert len(shapes) >= 1000
   assert all(len(s) <= 2 for s in shapes.values())  # unscanned: no layer axis
+
+
+def test_kernels_are_counted_and_host_transfers_found():
+  shapes = {"kernel": (64, 32), "bias": (32,)}
+  params, grads = (benchmark_lars.make_tree(shapes, seed) for seed in (0, 1))
+  plain = benchmark_lars.make_step(None).lower(params, (), grads).compile()
+  # p - lr * g: one elementwise kernel per leaf, nothing to or from the host.
+  assert benchmark_lars.kernels(plain) == {"kernels": 2, "host_transfers": 0}
+  tx = lars_optax.lars(0.1, weight_decay=1e-4, momentum=0.9)
+  ours = benchmark_lars.make_step(tx).lower(params, tx.init(params), grads)
+  launched = benchmark_lars.kernels(ours.compile())
+  assert launched["host_transfers"] == 0 and launched["kernels"] > 2
+
+  def with_callback(x):
+    jax.debug.callback(lambda v: None, x)
+    return 2 * x
+
+  compiled = jax.jit(with_callback).lower(np.ones(3, np.float32)).compile()
+  assert benchmark_lars.kernels(compiled)["host_transfers"] == 1
