@@ -525,7 +525,7 @@ def _plot(rows, plan: Plan, cells, verdict_by_model, steps_table,
       ax.set_xscale("log", base=2)
       ax.set(xlabel="peak learning rate" + (" (gamma)" if optimizer == "lars" else ""),
              ylabel="validation accuracy (%)",
-             title=f"model {model}, {optimizer} (star: selected; diverged: 10)")
+             title=f"model {model}, {optimizer} (star: selected; diverged: at 10 %)")
       _grid_and_legend(ax, title="batch", fontsize=7)
   _save(fig, os.path.join(out_dir, PLOTS[2]))
 
