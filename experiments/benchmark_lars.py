@@ -206,6 +206,8 @@ NOT_KERNELS = frozenset({"parameter", "constant", "tuple", "get-tuple-element",
 # Ops that move data between host and device inside a step.
 HOST_TRANSFER = re.compile(r"\b(send|recv|infeed|outfeed)(-done|-start)?\b|"
                            r"custom_call_target=\"[^\"]*callback")
+# An instruction's opcode: the first ``name(`` after ``%x = <shape>``.
+OPCODE = re.compile(r" = .*?([a-z][a-z0-9-]*)\(")
 
 
 def kernels(compiled) -> dict[str, int]:
@@ -215,11 +217,10 @@ def kernels(compiled) -> dict[str, int]:
   text = compiled.as_text()
   entry = text[text.index("\nENTRY"):]
   entry = entry[:entry.index("\n}")]
-  ops = [re.search(r"= .*?([a-z][a-z0-9-]*)\(", line).group(1)
-         for line in entry.splitlines()[1:] if " = " in line]
+  lines = entry.splitlines()[1:]
+  ops = [m.group(1) for m in map(OPCODE.search, lines) if m]
   return {"kernels": sum(op not in NOT_KERNELS for op in ops),
-          "host_transfers": sum(bool(HOST_TRANSFER.search(line))
-                                for line in entry.splitlines())}
+          "host_transfers": sum(map(bool, map(HOST_TRANSFER.search, lines)))}
 
 
 def copy_bandwidth(num_params: int, rounds: int) -> float:

@@ -53,8 +53,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if match is None:
       raise
     fail(f"unknown config key {match.group(2)!r}; did you mean "
-          f"{match.group(1)!r}? (python -m experiments.main --helpfull lists "
-          "the flags; the config file lists its keys)")
+         f"{match.group(1)!r}? (python -m experiments.main --helpfull lists "
+         "the flags; the config file lists its keys)")
   raise AssertionError("unreachable")
 
 
@@ -84,7 +84,7 @@ def main(argv):
   except OSError as error:
     reason = str(error.__cause__ or error).strip().splitlines()[-1]
     fail(f"cannot load the config file {FLAGS['config'].config_filename}: "
-          f"{reason.strip()}")
+         f"{reason.strip()}")
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.coordinator_address is not None or FLAGS.num_processes is not None:
     # Before any other JAX call.

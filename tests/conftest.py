@@ -20,14 +20,10 @@ def temporary_files_under_basetemp(tmp_path_factory):
   basetemp, which pytest prunes: tfds leaves an empty ``mkdtemp`` folder each
   time it opens a builder of an unprepared dataset, and tests open many."""
   path = str(tmp_path_factory.mktemp("tempfile"))
-  saved = tempfile.tempdir, os.environ.get("TMPDIR")
-  tempfile.tempdir = os.environ["TMPDIR"] = path
-  yield
-  tempfile.tempdir = saved[0]
-  if saved[1] is None:
-    del os.environ["TMPDIR"]
-  else:
-    os.environ["TMPDIR"] = saved[1]
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tempfile, "tempdir", path)
+    patch.setenv("TMPDIR", path)
+    yield
 
 
 @pytest.fixture(scope="session")
