@@ -62,8 +62,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import tensorflow_datasets as tfds
-
 from experiments.user_errors import ConfigError, UserError
 
 try:  # POSIX only; elsewhere concurrent prepares are not serialised.
@@ -186,6 +184,9 @@ def _data_dir(config: Any) -> str | None:
 
 
 def builder(name: str, config: Any):
+  # tfds loads here, where a dataset is opened, and not with this module: the
+  # synthetic-data benchmarks run where tfds is not installed.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   return tfds.builder(name, data_dir=_data_dir(config),
                       file_format="array_record")
 
@@ -292,6 +293,7 @@ def _prepare_lock(data_dir: str | None, name: str):
 
 
 def _build(dataset_builder, name: str, config: Any) -> None:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir = _data_dir(config)
   manual_dir = field(config, "manual_dir")
   expected = _expected_files(dataset_builder, name)

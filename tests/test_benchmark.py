@@ -1,11 +1,18 @@
 """The speed benchmark compares like with like."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import optax
 
 import lars_optax
 from experiments import benchmark_lars
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_resnet50_tree_has_the_real_models_size():
@@ -54,3 +61,18 @@ def test_kernels_are_counted_and_host_transfers_found():
 
   compiled = jax.jit(with_callback).lower(np.ones(3, np.float32)).compile()
   assert benchmark_lars.kernels(compiled)["host_transfers"] == 1
+
+
+def test_training_benchmark_needs_no_tfds():
+  """The GPU machine has no tfds: a synthetic-data step must not load it."""
+  script = (
+      "import sys\n"
+      "sys.modules['tensorflow_datasets'] = None  # importing it raises\n"
+      "from experiments import benchmark_train\n"
+      "runner, state, data = benchmark_train._setup('cnn', 'jit', 'lars', 8, "
+      "'float32')\n"
+      "benchmark_train._step(runner, state, data)\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
