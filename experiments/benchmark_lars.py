@@ -9,7 +9,8 @@ step and compile time grow with the number of leaves. Runs are interleaved
 (one of each per round, in rotating order) and the median over rounds is
 reported, with compile times, achieved bandwidth against the 28 bytes/param
 memory-traffic floor of LARS, the kernels each compiled step launches (and
-its host transfers, which must be none), and the machine's description.
+its host transfers and control flow that may wait for the host, which must
+be none), and the machine's description.
 ``--profile_dir`` also writes a jax.profiler trace of a few steps of ours
 (TensorBoard's profile plugin or Perfetto open it).
 
@@ -18,6 +19,8 @@ its host transfers, which must be none), and the machine's description.
     python -m experiments.benchmark_lars --rounds 30 --trees resnet50 \
         --profile_dir runs/profile \
         --output experiments/results/benchmark_lars_gpu.json   # GPU
+
+On a GPU machine, experiments/gpu_evidence.sh runs the last command.
 """
 
 import argparse
@@ -26,6 +29,7 @@ import os
 import platform
 import re
 import statistics
+import sys
 import time
 
 import jax
@@ -206,6 +210,9 @@ NOT_KERNELS = frozenset({"parameter", "constant", "tuple", "get-tuple-element",
 # Ops that move data between host and device inside a step.
 HOST_TRANSFER = re.compile(r"\b(send|recv|infeed|outfeed)(-done|-start)?\b|"
                            r"custom_call_target=\"[^\"]*callback")
+# Ops whose control flow the GPU runtime may decide on the host (the
+# predicate or loop condition is copied back), stalling the stream.
+HOST_SYNC = frozenset({"conditional", "while"})
 # An instruction's opcode: the first ``name(`` after ``%x = <shape>``.
 OPCODE = re.compile(r" = .*?([a-z][a-z0-9-]*)\(")
 
@@ -213,14 +220,16 @@ OPCODE = re.compile(r" = .*?([a-z][a-z0-9-]*)\(")
 def kernels(compiled) -> dict[str, int]:
   """What one step of a compiled program launches, read from its entry
   computation (XLA runs each top-level fusion, library call or copy as one
-  kernel on a GPU), and how many of its ops transfer to or from the host."""
+  kernel on a GPU), how many of its ops transfer to or from the host, and how
+  many are control flow that may wait for the host."""
   text = compiled.as_text()
   entry = text[text.index("\nENTRY"):]
   entry = entry[:entry.index("\n}")]
   lines = entry.splitlines()[1:]
   ops = [m.group(1) for m in map(OPCODE.search, lines) if m]
   return {"kernels": sum(op not in NOT_KERNELS for op in ops),
-          "host_transfers": sum(map(bool, map(HOST_TRANSFER.search, lines)))}
+          "host_transfers": sum(map(bool, map(HOST_TRANSFER.search, lines))),
+          "host_synchronizations": sum(op in HOST_SYNC for op in ops)}
 
 
 def copy_bandwidth(num_params: int, rounds: int) -> float:
@@ -259,6 +268,8 @@ def measure(tree: str, rounds: int, warmup: int, compile_repeats: int,
       "kernels_per_step": {n: k["kernels"] for n, k in launches.items()},
       "host_transfers_per_step": {n: k["host_transfers"]
                                   for n, k in launches.items()},
+      "host_synchronizations_per_step": {n: k["host_synchronizations"]
+                                         for n, k in launches.items()},
       "ratios": {
           "ours_over_lars_minimal": ms["lars_optax"] / ms["lars_minimal"],
           "optax_lars_over_ours": ms["optax_lars"] / ms["lars_optax"],
@@ -272,7 +283,7 @@ def measure(tree: str, rounds: int, warmup: int, compile_repeats: int,
       },
       "ours_over_lars_minimal_per_round_quartiles":
           statistics.quantiles(paired, n=4),
-      "copy_bandwidth_gb_per_s": bandwidth / 1e9,
+      "copy_bandwidth_gbs": bandwidth / 1e9,
       "lars_floor_ms_at_copy_bandwidth": floor_ms,
       "ours_over_floor": ms["lars_optax"] / floor_ms,
   }
@@ -292,6 +303,7 @@ def main():
   args = parser.parse_args()
 
   result = {
+      "device": jax.devices()[0].device_kind,
       "machine": {
           "processor": platform.processor() or platform.machine(),
           "cpu_count": os.cpu_count(),
@@ -301,8 +313,7 @@ def main():
           "device_kind": jax.devices()[0].device_kind,
           "backend": jax.default_backend(),
       },
-      "command": "python -m experiments.benchmark_lars "
-                 f"--rounds {args.rounds} --compile-repeats {args.compile_repeats}",
+      "command": " ".join(["python -m experiments.benchmark_lars", *sys.argv[1:]]),
       "load_average_at_start": os.getloadavg(),
       "rounds": args.rounds,
       "compile_repeats": args.compile_repeats,
@@ -318,12 +329,13 @@ def main():
     for name, ms in r["median_step_ms"].items():
       compile_s = r["compile_s"].get(name)
       print(f"  {name:13s} {ms:8.2f} ms  {r['kernels_per_step'][name]:5d} "
-            f"kernels, {r['host_transfers_per_step'][name]} host transfers" + (
+            f"kernels, {r['host_transfers_per_step'][name]} host transfers, "
+            f"{r['host_synchronizations_per_step'][name]} host syncs" + (
           f"   compile {compile_s:6.2f} s" if compile_s else ""))
     for key, value in r["ratios"].items():
       print(f"  {key:32s} {value:6.2f}")
     print(f"  ours {r['ours_over_floor']:.2f}x the 28 B/param floor at "
-          f"{r['copy_bandwidth_gb_per_s']:.1f} GB/s")
+          f"{r['copy_bandwidth_gbs']:.1f} GB/s")
   resnet, deep = result["trees"].get("resnet50"), result["trees"].get("transformer")
   result["targets"] = {}
   if resnet:
@@ -343,6 +355,8 @@ def main():
             resnet["ratios"]["optax_lars_over_ours"] >= 2.0,
         "resnet50_gpu_no_host_transfer_in_our_step":
             resnet["host_transfers_per_step"]["lars_optax"] == 0,
+        "resnet50_gpu_no_host_synchronization_in_our_step":
+            resnet["host_synchronizations_per_step"]["lars_optax"] == 0,
     })
   if deep:
     result["targets"]["transformer_compile_ours_over_minimal_at_most_1.30"] = (

@@ -1,26 +1,28 @@
-r"""Training-step benchmark: examples/s per loop and batch size, LARS vs SGD.
+r"""Training-step benchmark: examples/s with LARS and with SGD-momentum.
 
-On synthetic data (random images of the model's input shape), with the real
-training step (experiments/steps.py, compiled by the loops of
-experiments/loops.py: forward, backward, optimizer update, metrics), so it
-measures what training pays, without the input pipeline.
+On synthetic data (random images of the model's input shape, put on the
+devices once, so no host-to-device copy is timed), with the real training
+step (experiments/steps.py, compiled by the loops of experiments/loops.py:
+forward, backward, optimizer update, metrics), so it measures what training
+pays, without the input pipeline.
 
-1. Throughput: for each model, loop ("jit", "pmap") and global batch size,
-   examples per second over `--steps` steps after `--warmup` steps (compile).
-2. LARS vs SGD-momentum: one training step of the same model and batch with
-   ``lars_optax.lars`` and with ``optax.sgd(momentum)`` (+ weight decay), timed
-   alternately (interleaved) `--repeats` times; medians and their ratio.
+For each model and global batch size (``--points``) and loop ("jit",
+"pmap"), one step with
+``lars_optax.lars`` and one with ``optax.sgd(momentum)`` (+ weight decay) are
+timed alternately, ``--steps`` times each after ``--warmup`` untimed steps
+(compilation): examples/s of both and the ratio of their median step times.
+A point that does not fit in the device's memory is recorded as such.
 
-CPU (the committed numbers; this machine's 2 cores are shared, so the load
-average is recorded next to them):
+CPU (the committed numbers; the load average is recorded next to them):
 
   python -m experiments.benchmark_train \
       --output=experiments/results/benchmark_train_cpu.json
 
-GPU, the paper's models at ImageNet size:
+GPU, the paper's models at ImageNet size (experiments/gpu_evidence.sh):
 
-  python -m experiments.benchmark_train --models=resnet50,alexnet_bn \
-      --batch_sizes=256,512,1024,2048,4096 --loops=jit --compare_batch=256 \
+  python -m experiments.benchmark_train --loops=jit --dtype=bfloat16 \
+      --points=resnet50:256,resnet50:512,resnet50:1024,resnet50:2048,\
+resnet50:4096,alexnet_bn:512,alexnet_bn:4096 \
       --output=experiments/results/benchmark_train_gpu.json
 """
 from __future__ import annotations
@@ -35,17 +37,16 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["cnn", "resnet50_tiny"], "Model names (experiments.models).")
-flags.DEFINE_list("batch_sizes", ["256", "1024", "4096"], "Global batch sizes.")
+flags.DEFINE_list("points", [f"{model}:{batch}" for model in ("cnn", "resnet50_tiny")
+                              for batch in (256, 1024, 4096)],
+                  "MODEL:GLOBAL_BATCH_SIZE pairs (models: experiments.models).")
 flags.DEFINE_list("loops", ["jit", "pmap"], "Loops to time.")
-flags.DEFINE_integer("steps", 3, "Timed steps per throughput point.")
+flags.DEFINE_integer("steps", 10, "Timed steps per optimizer and point.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation).")
-flags.DEFINE_integer("compare_batch", 1024, "Batch of the LARS vs SGD timing.")
-flags.DEFINE_list("compare_models", None,
-                  "Models of the LARS vs SGD timing (default: --models).")
-flags.DEFINE_integer("repeats", 15, "Interleaved LARS/SGD step pairs.")
-flags.DEFINE_string("dtype", "float32", "Compute dtype of the models.")
-flags.DEFINE_string("output", None, "JSON file to write (else print only).")
+flags.DEFINE_string("dtype", "float32", "Compute dtype of the models (params stay float32).")
+flags.DEFINE_string("output", None, "JSON file to write after every point (else print only).")
+
+OPTIMIZERS = ("lars", "sgd")
 
 
 def machine_description() -> dict:
@@ -87,6 +88,8 @@ def _config(model: str, loop: str, optimizer: str, batch: int, dtype: str):
 
 
 def _setup(model, loop, optimizer, batch, dtype):
+  """The loop's compiled train step, its state and a batch on the devices."""
+  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from experiments import datasets, loops, models, optimizers  # pylint: disable=g-import-not-at-top
   shape = tuple(models.MODELS[model])
@@ -96,96 +99,82 @@ def _setup(model, loop, optimizer, batch, dtype):
   runner = loops.create_loop(config, info, schedule)
   state = runner.to_loop(runner.init_canonical_state())
   rng = np.random.default_rng(0)
-  local = batch // _process_count()
+  local = batch // jax.process_count()
   data = {"image": rng.normal(size=(local,) + shape).astype(np.float32),
           "label": rng.integers(0, 1000, size=(local,)).astype(np.int32)}
-  return runner, state, data
+  # The loop's own layout of the batch, on the devices before timing starts.
+  data = jax.device_put(runner._device_batch(data))  # pylint: disable=protected-access
+  return runner._train_step, state, data  # pylint: disable=protected-access
 
 
-def _process_count():
+def _step(train_step, state, data):
   import jax  # pylint: disable=g-import-not-at-top
-  return jax.process_count()
-
-
-def _step(runner, state, data):
-  import jax  # pylint: disable=g-import-not-at-top
-  state, metrics = runner.train_step(state, data)
+  state, metrics = train_step(state, data)
   jax.block_until_ready((state, metrics))
   return state
 
 
-def throughput(model, loop, batch, steps, warmup, dtype) -> dict:
-  runner, state, data = _setup(model, loop, "lars", batch, dtype)
-  t0 = time.perf_counter()
-  for _ in range(warmup):
-    state = _step(runner, state, data)
-  compile_and_warmup = time.perf_counter() - t0
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    state = _step(runner, state, data)
-    times.append(time.perf_counter() - t)
-  median = statistics.median(times)
-  return {"model": model, "loop": loop, "global_batch_size": batch,
-          "optimizer": "lars", "median_step_s": median,
-          "examples_per_sec": batch / median, "step_times_s": times,
-          "warmup_s": compile_and_warmup}
-
-
-def lars_vs_sgd(model, batch, repeats, warmup, dtype) -> dict:
-  lars_runner, lars_state, data = _setup(model, "jit", "lars", batch, dtype)
-  sgd_runner, sgd_state, _ = _setup(model, "jit", "sgd", batch, dtype)
-  for _ in range(warmup):
-    lars_state = _step(lars_runner, lars_state, data)
-    sgd_state = _step(sgd_runner, sgd_state, data)
-  lars_times, sgd_times = [], []
-  for i in range(repeats):  # interleaved, alternating which goes first
-    order = ("lars", "sgd") if i % 2 == 0 else ("sgd", "lars")
-    for which in order:
+def measure(model, loop, batch, steps, warmup, dtype) -> dict:
+  """Examples/s with each optimizer, stepped alternately, and the ratio."""
+  point = {"model": model, "loop": loop, "global_batch_size": batch,
+           "dtype": dtype}
+  runs, warmup_s = {}, {}
+  for name in OPTIMIZERS:
+    t0 = time.perf_counter()
+    train_step, state, data = _setup(model, loop, name, batch, dtype)
+    for _ in range(warmup):
+      state = _step(train_step, state, data)
+    warmup_s[name] = time.perf_counter() - t0
+    runs[name] = [train_step, state, data]
+  times = {name: [] for name in OPTIMIZERS}
+  for i in range(steps):  # interleaved, alternating which goes first
+    for name in OPTIMIZERS[::1 if i % 2 == 0 else -1]:
+      train_step, state, data = runs[name]
       t = time.perf_counter()
-      if which == "lars":
-        lars_state = _step(lars_runner, lars_state, data)
-        lars_times.append(time.perf_counter() - t)
-      else:
-        sgd_state = _step(sgd_runner, sgd_state, data)
-        sgd_times.append(time.perf_counter() - t)
-  lars_median = statistics.median(lars_times)
-  sgd_median = statistics.median(sgd_times)
-  return {"model": model, "global_batch_size": batch, "loop": "jit",
-          "lars_median_step_s": lars_median, "sgd_momentum_median_step_s": sgd_median,
-          "lars_over_sgd": lars_median / sgd_median,
-          "lars_step_times_s": lars_times, "sgd_step_times_s": sgd_times}
+      runs[name][1] = _step(train_step, state, data)
+      times[name].append(time.perf_counter() - t)
+  median = {name: statistics.median(t) for name, t in times.items()}
+  point.update(
+      {f"examples_per_sec_{name}": batch / median[name] for name in OPTIMIZERS})
+  point.update(
+      lars_over_sgd=median["lars"] / median["sgd"],
+      median_step_s=median, step_times_s=times, setup_and_warmup_s=warmup_s)
+  return point
+
+
+def _point_or_out_of_memory(model, loop, batch) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    point = measure(model, loop, batch, FLAGS.steps, FLAGS.warmup, FLAGS.dtype)
+  except jax.errors.JaxRuntimeError as error:
+    if "RESOURCE_EXHAUSTED" not in str(error):
+      raise
+    print(f"{model:14s} {loop:4s} batch {batch:5d}: out of device memory", flush=True)
+    return {"model": model, "loop": loop, "global_batch_size": batch,
+            "dtype": FLAGS.dtype, "error": "out of device memory"}
+  print(f"{model:14s} {loop:4s} batch {batch:5d}: examples/s LARS "
+        f"{point['examples_per_sec_lars']:9.1f}, SGD-momentum "
+        f"{point['examples_per_sec_sgd']:9.1f}; LARS/SGD step "
+        f"{point['lars_over_sgd']:.3f}", flush=True)
+  return point
 
 
 def main(argv):
   del argv
-  results = {"machine": machine_description(), "throughput": [], "lars_vs_sgd": [],
+  results = {"machine": machine_description(), "points": [],
              "command": "python -m experiments.benchmark_train " + " ".join(
                  f"--{name}={FLAGS[name].serialize().split('=', 1)[-1]}"
-                 for name in ("models", "batch_sizes", "loops", "steps", "warmup",
-                              "compare_batch", "repeats", "dtype"))}
-  for model in FLAGS.models:
+                 for name in ("points", "loops", "steps", "warmup", "dtype"))}
+  for model, batch in (point.split(":") for point in FLAGS.points):
     for loop in FLAGS.loops:
-      for batch in map(int, FLAGS.batch_sizes):
-        point = throughput(model, loop, batch, FLAGS.steps, FLAGS.warmup, FLAGS.dtype)
-        print(f"{model:16s} {loop:4s} batch {batch:6d}: "
-              f"{point['examples_per_sec']:10.1f} examples/s "
-              f"(median step {point['median_step_s'] * 1e3:.1f} ms)", flush=True)
-        results["throughput"].append(point)
-  for model in FLAGS.compare_models or FLAGS.models:
-    point = lars_vs_sgd(model, FLAGS.compare_batch, FLAGS.repeats, FLAGS.warmup,
-                        FLAGS.dtype)
-    print(f"{model:16s} batch {FLAGS.compare_batch}: LARS step "
-          f"{point['lars_median_step_s'] * 1e3:.1f} ms, SGD-momentum step "
-          f"{point['sgd_momentum_median_step_s'] * 1e3:.1f} ms, ratio "
-          f"{point['lars_over_sgd']:.3f}", flush=True)
-    results["lars_vs_sgd"].append(point)
-  results["machine"]["load_average_at_end"] = (
-      os.getloadavg() if hasattr(os, "getloadavg") else None)
+      results["points"].append(_point_or_out_of_memory(model, loop, int(batch)))
+      results["machine"]["load_average_at_end"] = (
+          os.getloadavg() if hasattr(os, "getloadavg") else None)
+      if FLAGS.output:  # after every point: a run cut short keeps what it measured
+        os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+        with open(FLAGS.output, "w") as f:
+          json.dump(results, f, indent=2)
   if FLAGS.output:
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-      json.dump(results, f, indent=2)
     print(f"wrote {FLAGS.output}")
 
 

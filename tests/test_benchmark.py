@@ -1,16 +1,20 @@
 """The speed benchmark compares like with like."""
 
+import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
 import jax
 import numpy as np
 import optax
+import pytest
 
 import lars_optax
 from experiments import benchmark_lars
+from experiments import benchmark_train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -44,16 +48,18 @@ def test_transformer_tree_is_deep():
   assert all(len(s) <= 2 for s in shapes.values())  # unscanned: no layer axis
 
 
-def test_kernels_are_counted_and_host_transfers_found():
+def test_kernels_are_counted_and_host_transfers_and_syncs_found():
   shapes = {"kernel": (64, 32), "bias": (32,)}
   params, grads = (benchmark_lars.make_tree(shapes, seed) for seed in (0, 1))
   plain = benchmark_lars.make_step(None).lower(params, (), grads).compile()
   # p - lr * g: one elementwise kernel per leaf, nothing to or from the host.
-  assert benchmark_lars.kernels(plain) == {"kernels": 2, "host_transfers": 0}
+  assert benchmark_lars.kernels(plain) == {
+      "kernels": 2, "host_transfers": 0, "host_synchronizations": 0}
   tx = lars_optax.lars(0.1, weight_decay=1e-4, momentum=0.9)
   ours = benchmark_lars.make_step(tx).lower(params, tx.init(params), grads)
   launched = benchmark_lars.kernels(ours.compile())
   assert launched["host_transfers"] == 0 and launched["kernels"] > 2
+  assert launched["host_synchronizations"] == 0
 
   def with_callback(x):
     jax.debug.callback(lambda v: None, x)
@@ -62,6 +68,12 @@ def test_kernels_are_counted_and_host_transfers_found():
   compiled = jax.jit(with_callback).lower(np.ones(3, np.float32)).compile()
   assert benchmark_lars.kernels(compiled)["host_transfers"] == 1
 
+  def with_cond(x):
+    return jax.lax.cond(x.sum() > 0, lambda v: 2 * v, lambda v: -v, x)
+
+  compiled = jax.jit(with_cond).lower(np.ones(3, np.float32)).compile()
+  assert benchmark_lars.kernels(compiled)["host_synchronizations"] == 1
+
 
 def test_training_benchmark_needs_no_tfds():
   """The GPU machine has no tfds: a synthetic-data step must not load it."""
@@ -69,10 +81,42 @@ def test_training_benchmark_needs_no_tfds():
       "import sys\n"
       "sys.modules['tensorflow_datasets'] = None  # importing it raises\n"
       "from experiments import benchmark_train\n"
-      "runner, state, data = benchmark_train._setup('cnn', 'jit', 'lars', 8, "
+      "step, state, data = benchmark_train._setup('cnn', 'jit', 'lars', 8, "
       "'float32')\n"
-      "benchmark_train._step(runner, state, data)\n")
+      "benchmark_train._step(step, state, data)\n")
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("loop", ["jit", "pmap"])
+def test_training_benchmark_times_both_optimizers_alike(loop):
+  point = benchmark_train.measure("cnn_tiny", loop, 16, steps=3, warmup=1,
+                                  dtype="float32")
+  median = point["median_step_s"]
+  assert {name: len(t) for name, t in point["step_times_s"].items()} == {
+      "lars": 3, "sgd": 3}
+  assert point["examples_per_sec_lars"] == pytest.approx(16 / median["lars"])
+  assert point["examples_per_sec_sgd"] == pytest.approx(16 / median["sgd"])
+  assert point["lars_over_sgd"] == pytest.approx(median["lars"] / median["sgd"])
+
+
+def test_gpu_evidence_script_runs_its_stages_here(tmp_path):
+  """experiments/gpu_evidence.sh, dry run on the CPU: the files it names
+  exist, its train stage writes the JSON, and a wrong stage is one line."""
+  script = REPO / "experiments" / "gpu_evidence.sh"
+  for name in re.findall(r"tests/\w+\.py", script.read_text()):
+    assert (REPO / name).is_file(), name
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", OUT=str(tmp_path),
+             POINTS="cnn_tiny:16",
+             PATH=f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}")
+  result = subprocess.run(["bash", str(script), "train"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  points = json.loads((tmp_path / "benchmark_train_gpu.json").read_text())["points"]
+  assert [(p["model"], p["loop"], p["global_batch_size"]) for p in points] == [
+      ("cnn_tiny", "jit", 16)]
+  result = subprocess.run(["bash", str(script), "tarin"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 2 and "unknown stage 'tarin'" in result.stderr

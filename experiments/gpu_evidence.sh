@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU evidence in one command on a bare GPU machine: correctness there,
+# the optimizer step, and training throughput. Synthetic data only: the
+# machine needs JAX, Flax, optax, orbax, chex, pytest and hypothesis, plus the
+# pure-Python ml_collections (the configs) carried as a wheel in .whl/.
+#
+#   # here, once (a git-ignored folder):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp -d .whl ml_collections==1.1.0
+#   # then through the device tool (sized to end within 10 minutes):
+#   run(command="bash experiments/gpu_evidence.sh", carry=[".whl"], timeout_s=590)
+#
+# Stages (default: all three, in this order): `check` (the device, the library's
+# tests and the loops' equivalence with one device), `step`
+# (benchmark_lars.py on the ResNet-50 tree, with a jax.profiler trace) and
+# `train` (benchmark_train.py, bf16 compute, most valuable points first; it
+# writes its JSON after every point, so a run cut short keeps what it measured;
+# POINTS=MODEL:BATCH,... replaces its points, e.g. for a dry run on a CPU).
+# Everything goes to $OUT (the device tool's folder; runs/gpu_evidence elsewhere):
+# device.txt, tests.log, benchmark_lars_gpu.json, profile.tgz,
+# benchmark_train_gpu.json and the logs.
+set -uo pipefail
+out=${OUT:-runs/gpu_evidence}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
+if ! python3 -c "import ml_collections" 2> /dev/null; then
+  if ! compgen -G ".whl/*.whl" > /dev/null; then
+    echo "error: ml_collections is missing and .whl/ holds no wheel of it;" \
+      "see the top of $0" >&2
+    exit 2
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+points=${POINTS:-resnet50:256,resnet50:1024,resnet50:4096,alexnet_bn:512,\
+alexnet_bn:4096,resnet50:512,resnet50:2048}
+
+for stage in ${*:-check step train}; do
+  echo "== $stage ($(date -u +%T))"
+  case $stage in
+    check)
+      { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+        python3 -c "import jax, flax, optax; print('jax', jax.__version__, \
+'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
+      } 2>&1 | tee "$out/device.txt"
+      # A newer stack's deprecation notices are reported, not failures, here.
+      python3 -m pytest -q -p no:cacheprovider -W default::DeprecationWarning \
+        tests/test_lars.py tests/test_numerics.py tests/test_masks.py \
+        tests/test_schedules.py tests/test_diagnostics.py tests/test_loops.py \
+        > "$out/tests.log" 2>&1
+      tail -n 12 "$out/tests.log" ;;
+    step)
+      rm -rf /tmp/profile
+      python3 -m experiments.benchmark_lars --rounds 30 --trees resnet50 \
+        --profile_dir /tmp/profile --output "$out/benchmark_lars_gpu.json" \
+        2>&1 | tee "$out/benchmark_lars.log"
+      tar -czf "$out/profile.tgz" -C /tmp profile ;;
+    train)
+      python3 -m experiments.benchmark_train --loops=jit --dtype=bfloat16 \
+        --points="$points" \
+        --output="$out/benchmark_train_gpu.json" 2>&1 | tee "$out/benchmark_train.log" ;;
+    *) echo "unknown stage '$stage'; stages: check step train" >&2; exit 2 ;;
+  esac
+done
