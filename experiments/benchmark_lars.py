@@ -16,11 +16,9 @@ be none), and the machine's description.
 
     python -m experiments.benchmark_lars            # CPU, writes the JSON
     python -m experiments.benchmark_lars --rounds 30 --output out.json
-    python -m experiments.benchmark_lars --rounds 30 --trees resnet50 \
-        --profile_dir runs/profile \
-        --output experiments/results/benchmark_lars_gpu.json   # GPU
 
-On a GPU machine, experiments/gpu_evidence.sh runs the last command.
+On a GPU, experiments/gpu_evidence.sh runs it on the ResNet-50 tree with a
+profile.
 """
 
 import argparse

@@ -6,24 +6,20 @@ step (experiments/steps.py, compiled by the loops of experiments/loops.py:
 forward, backward, optimizer update, metrics), so it measures what training
 pays, without the input pipeline.
 
-For each model and global batch size (``--points``) and loop ("jit",
-"pmap"), one step with
-``lars_optax.lars`` and one with ``optax.sgd(momentum)`` (+ weight decay) are
-timed alternately, ``--steps`` times each after ``--warmup`` untimed steps
-(compilation): examples/s of both and the ratio of their median step times.
-A point that does not fit in the device's memory is recorded as such.
+For each model and global batch size (``--points``) and each loop ("jit",
+"pmap"), one step with ``lars_optax.lars`` and one with ``optax.sgd(momentum)``
+(+ weight decay) are timed alternately, ``--steps`` times each after
+``--warmup`` untimed steps (compilation): examples/s of both and the ratio of
+their median step times. A point that does not fit in the device's memory is
+recorded as such.
 
 CPU (the committed numbers; the load average is recorded next to them):
 
   python -m experiments.benchmark_train \
       --output=experiments/results/benchmark_train_cpu.json
 
-GPU, the paper's models at ImageNet size (experiments/gpu_evidence.sh):
-
-  python -m experiments.benchmark_train --loops=jit --dtype=bfloat16 \
-      --points=resnet50:256,resnet50:512,resnet50:1024,resnet50:2048,\
-resnet50:4096,alexnet_bn:512,alexnet_bn:4096 \
-      --output=experiments/results/benchmark_train_gpu.json
+On a GPU, experiments/gpu_evidence.sh runs it on the paper's models at
+ImageNet size (ResNet-50, AlexNet-BN) with bf16 compute.
 """
 from __future__ import annotations
 
