@@ -367,7 +367,8 @@ def eval_iterator(data_config: Any, info: DatasetInfo, *, batch_size: int,
   """Every eval example exactly once, in order, padded to full batches.
 
   ``subset``: ``"eval"`` reads ``eval_split``; ``"validation"`` the examples
-  held out of the train split (``validation_holdout`` must be > 0).
+  held out of the train split (``validation_holdout`` must be > 0);
+  ``"train"`` the examples trained on, without augmentation.
 
   Batch ``b`` covers global positions ``[b*B, (b+1)*B)``; positions past the end
   are padding (zero image, label 0, mask 0). This process gets rows
@@ -388,13 +389,14 @@ def eval_iterator(data_config: Any, info: DatasetInfo, *, batch_size: int,
   train_split, eval_split = datasets.splits(data_config, name)
   if subset == "eval":
     split = _open_split(name, data_config, eval_split)
-  elif subset == "validation":
-    if not info.num_validation:
+  elif subset in ("train", "validation"):
+    if subset == "validation" and not info.num_validation:
       raise ValueError("subset='validation' needs data.validation_holdout > 0.")
     split = _train_part(_open_split(name, data_config, train_split),
-                        data_config, "validation")
+                        data_config, subset)
   else:
-    raise ValueError(f"Unknown subset {subset!r}; use 'eval' or 'validation'.")
+    raise ValueError(
+        f"Unknown subset {subset!r}; use 'eval', 'train' or 'validation'.")
   num_examples = len(split)
   image_shape = info.image_shape
   read_threads = _read_threads(data_config)

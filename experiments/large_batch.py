@@ -70,6 +70,12 @@ COLUMNS = (
     "phase", "bias_and_norm", "warmup_fraction", "reference_learning_rate",
     "val_loss", "test_loss", "status", "examples_per_sec",
     "resumed_from_step", "val_curve",
+    # study: 1 (the 20-epoch study) or 2 (budget and tuned baseline).
+    # train_loss: over the whole training split at the end, in evaluation
+    # mode (empty for study 1, whose checkpoints are gone); last_batch_loss:
+    # the last logged minibatch's loss. status: ok | diverged (NaN) |
+    # collapsed (final validation accuracy within 2 points of chance).
+    "study", "momentum_kind", "last_batch_loss",
 )
 MODEL_BY_BATCH_NORM = {spec["batch_norm"]: name
                        for name, spec in study.MODELS.items()}
@@ -103,17 +109,25 @@ class Run:
   epochs: float = study.EPOCHS
   exclude_bias_and_norm: bool = study.EXCLUDE_BIAS_AND_NORM
   reference_learning_rate: float = math.nan  # SGD: lr_128 * B / 128
+  study: int = 1
+  nesterov: bool = False
+
+  @property
+  def momentum_kind(self) -> str:
+    return "nesterov" if self.nesterov else "heavy_ball"
 
   def key(self) -> tuple:
-    return (study.MODELS[self.model]["batch_norm"], self.optimizer,
-            self.batch_size, lr_key(self.learning_rate), self.seed,
-            f"{self.warmup_fraction:g}", f"{self.epochs:g}",
+    return (self.study, study.MODELS[self.model]["batch_norm"], self.optimizer,
+            self.momentum_kind, self.batch_size, lr_key(self.learning_rate),
+            self.seed, f"{self.warmup_fraction:g}", f"{self.epochs:g}",
             rule_name(self.exclude_bias_and_norm))
 
   @property
   def tag(self) -> str:
     """Its workdir's name."""
-    return (f"{self.model}_{self.optimizer}_b{self.batch_size}"
+    prefix = "" if self.study == 1 else f"study{self.study}_"
+    momentum = "_nesterov" if self.nesterov else ""
+    return (f"{prefix}{self.model}_{self.optimizer}{momentum}_b{self.batch_size}"
             f"_lr{lr_key(self.learning_rate)}_s{self.seed}"
             f"_w{self.warmup_fraction:g}_e{self.epochs:g}"
             f"_{rule_name(self.exclude_bias_and_norm)}")
@@ -122,11 +136,13 @@ class Run:
     return study.run_config(
         self.model, self.optimizer, self.batch_size, self.learning_rate,
         self.seed, warmup_fraction=self.warmup_fraction, epochs=self.epochs,
-        exclude_bias_and_norm=self.exclude_bias_and_norm)
+        exclude_bias_and_norm=self.exclude_bias_and_norm,
+        nesterov=self.nesterov)
 
 
 def row_key(row: Mapping[str, str]) -> tuple:
-  return (row["batch_norm"], row["optimizer"], int(row["batch_size"]),
+  return (int(row["study"]), row["batch_norm"], row["optimizer"],
+          row["momentum_kind"], int(row["batch_size"]),
           lr_key(float(row["learning_rate"])), int(row["seed"]),
           f"{float(row['warmup_fraction']):g}", f"{float(row['epochs']):g}",
           row["bias_and_norm"])
@@ -180,16 +196,23 @@ def append_row(path: str, row: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------
 
 
-def _accuracy(value: str) -> float:
-  """A CSV accuracy; a diverged run ("nan") counts as -inf when selecting."""
-  x = float(value)
-  return -math.inf if math.isnan(x) else x
+def _score(row: Mapping[str, str]) -> float:
+  """A row's validation accuracy for selection; -inf for a failed run."""
+  x = float(row["val_accuracy"])
+  return -math.inf if row["status"] != "ok" or math.isnan(x) else x
 
 
 def _middle_out(n: int) -> list[int]:
   """Indices of a grid of n values from its middle outwards."""
   middle = (n - 1) / 2
   return sorted(range(n), key=lambda i: (abs(i - middle), i))
+
+
+def _with_extensions(base: list[float], low: int, high: int) -> list[float]:
+  """``base`` with ``low`` values below and ``high`` above, a factor apart."""
+  below = [base[0] / study.EDGE_FACTOR**i for i in range(low, 0, -1)]
+  above = [base[-1] * study.EDGE_FACTOR**i for i in range(1, high + 1)]
+  return below + base + above
 
 
 def grid_values(optimizer: str, batch_size: int, *, sgd_reference: float | None,
@@ -208,9 +231,7 @@ def grid_values(optimizer: str, batch_size: int, *, sgd_reference: float | None,
   else:
     scaled = sgd_reference * batch_size / study.REFERENCE_BATCH_SIZE
     base = [scaled * f for f in study.SGD_SCALE_FACTORS]
-  below = [base[0] / study.EDGE_FACTOR**i for i in range(low, 0, -1)]
-  above = [base[-1] * study.EDGE_FACTOR**i for i in range(1, high + 1)]
-  return below + base + above
+  return _with_extensions(base, low, high)
 
 
 @dataclasses.dataclass
@@ -229,36 +250,77 @@ class Plan:
   undefined: dict[str, int]
 
 
-def _grid_runs(model: str, batch_size: int, grids: Mapping[str, list[float]],
-               sgd_reference: float | None, low: int, rule: bool) -> list[Run]:
-  """The grid's runs, middle-out and alternating optimizers."""
-  reference = (sgd_reference * batch_size / study.REFERENCE_BATCH_SIZE
-               if sgd_reference is not None else math.nan)
+def _ordered_runs(grids: Mapping[str, list[float]], make_run, low: int,
+                  high: int) -> list[Run]:
+  """A grid's runs: middle-out over the base values, then the extensions
+  (outermost last), alternating optimizers."""
   orders = {}
   for optimizer, values in grids.items():
-    n_base = len(study.LARS_LEARNING_RATES if optimizer == "lars"
-                 else study.SGD_SCALE_FACTORS)
-    # Middle-out over the base grid, extensions after it (outermost last).
+    n_base = len(values) - low - high
     base = [low + i for i in _middle_out(n_base)]
     extra = sorted(set(range(len(values))) - set(base),
                    key=lambda i: (min(abs(i - low), abs(i - (low + n_base - 1))), i))
-    orders[optimizer] = [
-        Run(model, optimizer, batch_size, values[i],
-            exclude_bias_and_norm=rule,
-            reference_learning_rate=reference if optimizer == "sgd" else math.nan)
-        for i in base + extra]
+    orders[optimizer] = [make_run(optimizer, values[i]) for i in base + extra]
   runs = []
-  for i in range(max(len(o) for o in orders.values())):
+  for i in range(max((len(o) for o in orders.values()), default=0)):
     for optimizer in study.OPTIMIZERS:
       if optimizer in orders and i < len(orders[optimizer]):
         runs.append(orders[optimizer][i])
   return runs
 
 
+@dataclasses.dataclass
+class Grid:
+  """One (model, batch) grid as far as the finished runs define it."""
+
+  runs: list[Run]
+  values: dict[str, list[float]]  # optimizer -> learning rates
+  selected: dict[str, float] | None  # once complete
+  extensions: tuple[int, int]  # (below, above)
+  complete_values: bool  # every optimizer's values are known
+
+
+def tune_grid(values_fn, make_run, done: Mapping[tuple, float]) -> Grid:
+  """Both optimizers' grids with the edge-extension rule (module doc).
+
+  ``values_fn(optimizer, low, high)`` gives an optimizer's learning rates
+  with ``low``/``high`` extensions (None while they are not known);
+  ``make_run(optimizer, lr)`` its run; ``done`` maps finished runs' keys to
+  their selection score.
+  """
+  low = high = 0
+  while True:
+    values = {}
+    for optimizer in study.OPTIMIZERS:
+      v = values_fn(optimizer, low, high)
+      if v is not None:
+        values[optimizer] = v
+    runs = _ordered_runs(values, make_run, low, high)
+    grid = Grid(runs, values, None, (low, high),
+                len(values) == len(study.OPTIMIZERS))
+    if not grid.complete_values or any(r.key() not in done for r in runs):
+      return grid
+    best = {}
+    for optimizer, lrs in values.items():
+      scores = [done[make_run(optimizer, lr).key()] for lr in lrs]
+      best[optimizer] = max(range(len(lrs)), key=lambda i: (scores[i], -i))
+      if max(scores) < study.NO_LEARNING_BELOW:  # every run failed: the
+        best[optimizer] = 0  # optimum is below the grid (see the config)
+    extend_low = low < study.MAX_EDGE_EXTENSIONS and any(
+        i == 0 for i in best.values())
+    extend_high = high < study.MAX_EDGE_EXTENSIONS and any(
+        i == len(values[o]) - 1 for o, i in best.items())
+    if not (extend_low or extend_high):
+      grid.selected = {o: values[o][i] for o, i in best.items()}
+      return grid
+    low += extend_low
+    high += extend_high
+
+
 def plan_study(rows: Sequence[Mapping[str, str]], *,
                rule: bool = study.EXCLUDE_BIAS_AND_NORM) -> Plan:
-  """The study's runs in order, given the finished ``rows`` (see module doc)."""
-  done = {row_key(r): _accuracy(r["val_accuracy"]) for r in rows}
+  """The first study's runs in order, given the finished ``rows`` (module doc)."""
+  done = {row_key(r): _score(r) for r in rows}
   grid_runs: list[Run] = []
   selected: dict[tuple[str, int], dict[str, float]] = {}
   grids: dict[tuple[str, int], dict[str, list[float]]] = {}
@@ -269,46 +331,30 @@ def plan_study(rows: Sequence[Mapping[str, str]], *,
   for model in study.MODELS:
     sgd_reference = None
     for batch_size in study.GRID_ORDER[model]:
-      low = high = 0
-      while True:
-        current = {}
-        for optimizer in study.OPTIMIZERS:
-          values = grid_values(optimizer, batch_size, sgd_reference=sgd_reference,
-                               low=low, high=high)
-          if values is not None:
-            current[optimizer] = values
-        runs = _grid_runs(model, batch_size, current, sgd_reference, low, rule)
-        results = [done.get(run.key()) for run in runs]
-        if len(current) < len(study.OPTIMIZERS):
-          undefined["grid"] += n_sgd
-          break
-        if any(r is None for r in results):
-          break
-        accuracy = {run.key(): r for run, r in zip(runs, results)}
-        best = {}
-        for optimizer, values in current.items():
-          scores = [accuracy[Run(model, optimizer, batch_size, lr,
-                                 exclude_bias_and_norm=rule).key()]
-                    for lr in values]
-          best[optimizer] = max(range(len(values)), key=lambda i: (scores[i], -i))
-          if max(scores) < study.NO_LEARNING_BELOW:  # every run failed: the
-            best[optimizer] = 0  # optimum is below the grid (see the config)
-        extend_low = low < study.MAX_EDGE_EXTENSIONS and any(
-            i == 0 for i in best.values())
-        extend_high = high < study.MAX_EDGE_EXTENSIONS and any(
-            i == len(current[o]) - 1 for o, i in best.items())
-        if not (extend_low or extend_high):
-          selected[(model, batch_size)] = {
-              o: current[o][i] for o, i in best.items()}
-          break
-        low += extend_low
-        high += extend_high
-      grid_runs.extend(runs)
-      grids[(model, batch_size)] = current
-      extensions[(model, batch_size)] = (low, high)
+      reference = (sgd_reference * batch_size / study.REFERENCE_BATCH_SIZE
+                   if sgd_reference is not None else math.nan)
+
+      def make_run(optimizer, lr, model=model, batch_size=batch_size,
+                   reference=reference):
+        return Run(model, optimizer, batch_size, lr, exclude_bias_and_norm=rule,
+                   reference_learning_rate=(
+                       reference if optimizer == "sgd" else math.nan))
+
+      def values_fn(optimizer, low, high, batch_size=batch_size,
+                    sgd_reference=sgd_reference):
+        return grid_values(optimizer, batch_size, sgd_reference=sgd_reference,
+                           low=low, high=high)
+
+      grid = tune_grid(values_fn, make_run, done)
+      if not grid.complete_values:
+        undefined["grid"] += n_sgd
+      if grid.selected is not None:
+        selected[(model, batch_size)] = grid.selected
+      grid_runs.extend(grid.runs)
+      grids[(model, batch_size)] = grid.values
+      extensions[(model, batch_size)] = grid.extensions
       if batch_size == study.REFERENCE_BATCH_SIZE:
-        chosen = selected.get((model, batch_size))
-        sgd_reference = chosen["sgd"] if chosen else None
+        sgd_reference = grid.selected["sgd"] if grid.selected else None
 
   def reference_for(model, batch_size):
     chosen = selected.get((model, study.REFERENCE_BATCH_SIZE))
@@ -352,8 +398,59 @@ def plan_study(rows: Sequence[Mapping[str, str]], *,
               extensions, undefined)
 
 
-def planned_runs(rows: Sequence[Mapping[str, str]], **kwargs) -> list[Run]:
-  return plan_study(rows, **kwargs).runs
+def plan_budget(rows: Sequence[Mapping[str, str]]) -> Plan:
+  """Study 2, Q1: the 80-epoch grids and their seeds (config's BUDGET_*).
+
+  Every grid is centred on the first study's selection at the same (model,
+  batch, optimizer) and tuned with the same edge-extension rule; seeds 1 and
+  2 follow at each selection.
+  """
+  first = plan_study(rows).selected
+  done = {row_key(r): _score(r) for r in rows}
+  runs: list[Run] = []
+  selected, grids, extensions = {}, {}, {}
+  for model, batch_sizes in study.BUDGET_POINTS.items():
+    for batch_size in batch_sizes:
+      if not {(model, batch_size),
+              (model, study.REFERENCE_BATCH_SIZE)} <= first.keys():
+        continue  # waits for the first study's selection
+      centre = first[(model, batch_size)]
+      factors = (study.BUDGET_REFERENCE_FACTORS
+                 if batch_size == study.REFERENCE_BATCH_SIZE
+                 else study.BUDGET_FACTORS)
+      reference = (first[(model, study.REFERENCE_BATCH_SIZE)]["sgd"]
+                   * batch_size / study.REFERENCE_BATCH_SIZE)
+
+      def make_run(optimizer, lr, model=model, batch_size=batch_size,
+                   reference=reference, seed=0, phase="budget"):
+        return Run(model, optimizer, batch_size, lr, seed, phase,
+                   epochs=study.BUDGET_EPOCHS, study=2,
+                   reference_learning_rate=(
+                       reference if optimizer == "sgd"
+                       and batch_size != study.REFERENCE_BATCH_SIZE
+                       else math.nan))
+
+      def values_fn(optimizer, low, high, centre=centre, factors=factors):
+        return _with_extensions([centre[optimizer] * f for f in factors],
+                                low, high)
+
+      grid = tune_grid(values_fn, make_run, done)
+      runs.extend(grid.runs)
+      grids[(model, batch_size)] = grid.values
+      extensions[(model, batch_size)] = grid.extensions
+      if grid.selected is not None:
+        selected[(model, batch_size)] = grid.selected
+        runs.extend(make_run(o, lr, seed=seed, phase="budget_seed")
+                    for o, lr in grid.selected.items()
+                    for seed in study.SEEDS[1:])
+  # Seeds after every grid: the grids are the more informative runs.
+  runs.sort(key=lambda run: run.phase == "budget_seed")
+  return Plan(runs, selected, grids, extensions, {})
+
+
+def planned_runs(rows: Sequence[Mapping[str, str]]) -> list[Run]:
+  """Both studies' runs, in order."""
+  return plan_study(rows).runs + plan_budget(rows).runs
 
 
 def pilot_runs() -> list[Run]:
@@ -427,7 +524,8 @@ def run_one(run: Run, *, workdir: str, manual_dir: str | None = None,
   start = time.time()
   try:
     final = train.train_and_evaluate(config, run_dir)
-    status = "ok"
+    status = ("collapsed" if final.get("val_accuracy", 1.0) < study.COLLAPSED_BELOW
+              else "ok")
   except FloatingPointError as e:  # diverged: a result too
     logging.warning("%s diverged: %s", run.tag, e)
     final, status = {}, "diverged"
@@ -448,7 +546,7 @@ def run_one(run: Run, *, workdir: str, manual_dir: str | None = None,
       "seed": run.seed,
       "val_accuracy": f"{final.get('val_accuracy', nan):.4f}",
       "test_accuracy": f"{final.get('test_accuracy', nan):.4f}",
-      "train_loss": f"{final.get('train_loss', _last_train_loss(metrics_path)):.4f}",
+      "train_loss": f"{final.get('train_split_loss', nan):.4f}",
       "wall_time_s": f"{final.get('wall_time_s', time.time() - start):.1f}",
       "device": device_name(),
       "phase": run.phase,
@@ -464,6 +562,10 @@ def run_one(run: Run, *, workdir: str, manual_dir: str | None = None,
       "resumed_from_step": final.get("resumed_from_step", ""),
       "val_curve": json.dumps([[s, round(a, 4)] for s, a in curve],
                               separators=(",", ":")),
+      "study": run.study,
+      "momentum_kind": run.momentum_kind,
+      "last_batch_loss":
+          f"{final.get('train_loss', _last_train_loss(metrics_path)):.4f}",
   }
 
 

@@ -11,9 +11,11 @@ Optional validation: with ``config.data.validation_holdout > 0`` the periodic
 evaluations read the held-out validation examples (logged as kind
 ``"validation"``) and the test split is evaluated once, at the end;
 ``config.eval_every_epochs > 0`` evaluates every that many epochs of examples
-instead of every ``eval_every_steps`` steps. Warm-up may also be given as a
-fraction of the run (``config.warmup_fraction``) with a floor
-(``config.min_warmup_steps``).
+instead of every ``eval_every_steps`` steps. ``config.evaluate_train_split``
+adds the loss and accuracy over the whole training split at the end, with the
+model in evaluation mode (``train_split_loss``, ``train_split_accuracy``).
+Warm-up may also be given as a fraction of the run (``config.warmup_fraction``)
+with a floor (``config.min_warmup_steps``).
 
 The data order (and the augmentation) is a pure function of ``(config.seed,
 step)``, so ``step`` is all a checkpoint needs to resume the data stream
@@ -235,6 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       writer.write(total_steps, "validation", last_validation)
     last_eval = evaluate(loop, state, config, info)
     writer.write(total_steps, "eval", last_eval)
+    if config.get("evaluate_train_split", False):
+      train_split = evaluate(loop, state, config, info, "train")
   finally:
     progress.close()
     writer.close()
@@ -264,6 +268,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       "examples_per_sec": train_log.examples_per_sec(),
       "wall_time_s": time.time() - start_time,
   }
+  if config.get("evaluate_train_split", False):
+    final["train_split_loss"] = train_split["loss"]
+    final["train_split_accuracy"] = train_split["accuracy"]
   if last_validation is not None:
     final["val_loss"] = last_validation["loss"]
     final["val_accuracy"] = last_validation["accuracy"]

@@ -43,7 +43,8 @@ def make_row(run: lb.Run, val: float, test: float | None = None,
       test_accuracy=f"{val if test is None else test:.4f}",
       train_loss="0.3", status="ok", steps=str(study.num_steps(run.batch_size)),
       wall_time_s="100", examples_per_sec="8000", resumed_from_step="0",
-      val_curve=str([list(p) for p in curve]).replace(" ", ""))
+      val_curve=str([list(p) for p in curve]).replace(" ", ""),
+      study=str(run.study), momentum_kind=run.momentum_kind)
   return row
 
 
@@ -67,7 +68,8 @@ def complete_grid(rows, model, batch_size, best):
 
 def todo(rows):
   done = {lb.row_key(r) for r in rows}
-  return [run for run in lb.planned_runs(rows) if run.key() not in done]
+  return [run for run in lb.planned_runs(rows)
+          if run.key() not in done and run.study == 1]
 
 
 # ----------------------------------------------------------------------------

@@ -164,6 +164,20 @@ PILOT_TIMING_RUNS = (
 )
 PILOT_TIMING_EPOCHS = 1.0
 
+# Study 2, Q1 (budget): is LARS's loss at the largest batches step
+# starvation? The same design at 4x the epochs, where the 20-epoch study
+# failed the claim; both optimizers' learning rates re-tuned there on a grid
+# of factors of the 20-epoch selection, and an epoch-matched reference R80.
+BUDGET_EPOCHS = 80.0
+BUDGET_POINTS = {"A": (128, 4096, 8192), "B": (128, 8192)}  # in run order
+# x the 20-epoch selection of the same (model, batch, optimizer): five values
+# spaced by 2, centred on it; three at the reference batch (R80).
+BUDGET_FACTORS = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)
+BUDGET_REFERENCE_FACTORS = (1 / 2, 1.0, 2.0)
+# A run that ends within 2 points of chance (10 classes) is "collapsed":
+# a failure, like a diverged one, when selecting.
+COLLAPSED_BELOW = 0.12
+
 # Every quarter epoch; checkpoints every 2 epochs (a killed run loses less).
 EVAL_EVERY_EPOCHS = 0.25
 CHECKPOINT_EVERY_EPOCHS = 2.0
@@ -191,8 +205,8 @@ def run_config(model: str, optimizer: str, batch_size: int,
                learning_rate: float, seed: int = 0, *,
                warmup_fraction: float = WARMUP_FRACTION,
                epochs: float = EPOCHS,
-               exclude_bias_and_norm: bool = EXCLUDE_BIAS_AND_NORM
-               ) -> ml_collections.ConfigDict:
+               exclude_bias_and_norm: bool = EXCLUDE_BIAS_AND_NORM,
+               nesterov: bool = False) -> ml_collections.ConfigDict:
   """The config of one run of the study (the default config, overridden)."""
   if model not in MODELS:
     raise ValueError(f"Unknown study model {model!r}; valid: {sorted(MODELS)}.")
@@ -210,6 +224,7 @@ def run_config(model: str, optimizer: str, batch_size: int,
   config.seed = seed
 
   config.optimizer = optimizer
+  config.nesterov = nesterov
   config.exclude_bias_and_norm = exclude_bias_and_norm
 
   config.global_batch_size = batch_size
@@ -228,6 +243,8 @@ def run_config(model: str, optimizer: str, batch_size: int,
   config.eval_every_epochs = EVAL_EVERY_EPOCHS
   config.checkpoint_every_steps = num_steps(batch_size, CHECKPOINT_EVERY_EPOCHS)
   config.checkpoints_to_keep = 2
+  # The loss over the whole training split at the end, in evaluation mode.
+  config.evaluate_train_split = True
   common.metrics_files_only(config)
   return config
 
