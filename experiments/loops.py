@@ -13,6 +13,12 @@
   ``lax.pmean`` of the gradients (pmap is in maintenance mode in JAX 0.10; it
   is kept for users who still have pmap code).
 
+Gradient accumulation (``config.grad_accum_steps = k``, default 1): each
+optimizer step takes the global batch as k micro-batches (the i-th 1/k of
+every device's shard) and averages their gradients before one update
+(``steps.make_train_step``); the devices hold one micro-batch's activations.
+BatchNorm then normalises each micro-batch by its own statistics.
+
 BatchNorm (``config.batch_norm``): ``"global"`` normalises with the statistics
 of the whole global batch (jit: GSPMD; pmap: ``batch_norm_axis_name``);
 ``"per_device"`` with those of each device's shard (jit: the model is built
@@ -22,8 +28,8 @@ computes the same function of the same global batch.
 
 ``config.batch_norm_group_size = n`` (optional, jit loop) normalises over
 contiguous groups of ``n`` examples of the global batch whatever its size
-(``batch_norm_groups = global_batch_size // n``), as per-GPU BatchNorm with
-``n`` examples per GPU. ``config.model_kwargs`` (optional) is passed to
+(``batch_norm_groups = global_batch_size // (k n)``), as per-GPU BatchNorm
+with ``n`` examples per GPU. ``config.model_kwargs`` (optional) is passed to
 ``models.create_model`` (e.g. ``use_batch_norm``, ``init_scheme``).
 
 Both loops keep a "canonical" state for checkpoints: global arrays on the mesh
@@ -93,12 +99,13 @@ class _Loop:
   name = ""
 
   def __init__(self, config, info, schedule: optimizers.Schedule, *,
-               devices=None, batch_norm_groups: int | None = None):
+               mesh: jax.sharding.Mesh | None = None):
     self.config = config
     self.info = info
     self.schedule = schedule
-    self.mesh = make_mesh(devices)
+    self.mesh = make_mesh() if mesh is None else mesh
     self.num_devices = self.mesh.devices.size
+    self.accum_steps = config.get("grad_accum_steps", 1)
     self.tx = optimizers.create_optimizer(config, schedule.fn)
     per_device = config.batch_norm == "per_device"
     if self.name == "jit":
@@ -107,10 +114,9 @@ class _Loop:
     else:
       axis = None if per_device else PMAP_AXIS
       groups = 1
-    if config.get("batch_norm_group_size", 0):
-      groups = config.global_batch_size // config.batch_norm_group_size
-    if batch_norm_groups is not None:
-      groups = batch_norm_groups
+    if config.get("batch_norm_group_size", 0):  # groups of one micro-batch
+      groups = (config.global_batch_size // self.accum_steps
+                // config.batch_norm_group_size)
     self.make_model = _model_factory(config, info, batch_norm_axis_name=axis,
                                      batch_norm_groups=groups)
     abstract_model = nnx.eval_shape(self.make_model)
@@ -171,7 +177,9 @@ class JitLoop(_Loop):
     self.batch_sharding = NamedSharding(self.mesh, P(DATA_AXIS))
     step = steps.make_train_step(self.train_graphdef, self.tx, self.schedule.fn,
                                  axis_name=None, pmean_batch_stats=False,
-                                 trust_ratio_names=self.trust_ratio_names)
+                                 trust_ratio_names=self.trust_ratio_names,
+                                 accum_steps=self.accum_steps,
+                                 num_shards=self.num_devices)
     self._train_step = jax.jit(
         step, in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
@@ -207,12 +215,13 @@ class PmapLoop(_Loop):
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
     if self.num_devices != jax.device_count():
-      raise ValueError("loop='pmap' runs on all devices; pass devices=None.")
+      raise ValueError("loop='pmap' runs on all devices; pass mesh=None.")
     self.local_devices = jax.local_devices()
     per_device = self.config.batch_norm == "per_device"
     step = steps.make_train_step(self.train_graphdef, self.tx, self.schedule.fn,
                                  axis_name=PMAP_AXIS, pmean_batch_stats=per_device,
-                                 trust_ratio_names=self.trust_ratio_names)
+                                 trust_ratio_names=self.trust_ratio_names,
+                                 accum_steps=self.accum_steps)
     self._train_step = jax.pmap(step, axis_name=PMAP_AXIS, donate_argnums=0)
     self._eval_step = jax.pmap(
         steps.make_eval_step(self.eval_graphdef, axis_name=PMAP_AXIS),

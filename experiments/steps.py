@@ -49,21 +49,68 @@ def make_loss_fn(graphdef):
   return loss_fn
 
 
+def micro_batches(batch, accum_steps: int, num_shards: int):
+  """Splits a batch [B, ...] into ``accum_steps`` micro-batches [k, B/k, ...].
+
+  Micro-batch i is the i-th 1/k of each of the ``num_shards`` contiguous
+  shards of the batch (the devices' shards under jit; 1 under pmap, where the
+  batch is already one device's), so splitting moves no data between devices.
+  """
+  def split(x):
+    per_shard = x.shape[0] // num_shards
+    x = x.reshape((num_shards, accum_steps, per_shard // accum_steps) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1).reshape(
+        (accum_steps, x.shape[0] * x.shape[2]) + x.shape[3:])
+  return jax.tree.map(split, batch)
+
+
 def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
                     axis_name: str | None, pmean_batch_stats: bool,
-                    trust_ratio_names=()):
+                    trust_ratio_names=(), accum_steps: int = 1,
+                    num_shards: int = 1):
   """(state, batch) -> (state, metrics); metrics are scalars, averaged over devices.
 
   ``trust_ratio_names``: the params whose LARS trust ratio goes into the
   metrics as ``trust_ratio/<name>`` (empty: none).
+
+  Gradient accumulation (``accum_steps`` = k > 1): the batch is split into k
+  micro-batches (``micro_batches``) and a ``lax.scan`` computes their
+  gradients one after the other, so the step holds one micro-batch's
+  activations; their mean makes ONE optimizer update. Without BatchNorm this
+  is the update of the whole batch. With BatchNorm each micro-batch is
+  normalised by its own statistics (ghost BatchNorm over the micro-batches),
+  and the running averages move by the mean of the micro-batches' statistics.
   """
   loss_fn = make_loss_fn(graphdef)
 
+  def gradients(params, batch_stats, batch):
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(params, batch_stats, batch)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return grads, loss, accuracy, new_stats
+
+  def accumulated_gradients(params, batch_stats, batch):
+    def add(total, micro_batch):
+      out = gradients(params, batch_stats, micro_batch)
+      return jax.tree.map(jnp.add, total, out), None
+
+    zeros = jax.tree.map(
+        jnp.zeros_like,
+        jax.eval_shape(gradients, params, batch_stats,
+                       jax.tree.map(lambda x: x[0], micro_batches(
+                           batch, accum_steps, num_shards))))
+    total, _ = jax.lax.scan(add, zeros,
+                            micro_batches(batch, accum_steps, num_shards))
+    return jax.tree.map(lambda x: x / accum_steps, total)
+
   def train_step(state: State, batch) -> tuple[State, dict[str, jax.Array]]:
     params = state["params"]
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(params, state["batch_stats"], batch)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    if accum_steps == 1:
+      grads, loss, accuracy, batch_stats = gradients(
+          params, state["batch_stats"], batch)
+    else:
+      grads, loss, accuracy, batch_stats = accumulated_gradients(
+          params, state["batch_stats"], batch)
     if axis_name is not None:
       grads = jax.lax.pmean(grads, axis_name)
       loss, accuracy = jax.lax.pmean((loss, accuracy), axis_name)

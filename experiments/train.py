@@ -89,6 +89,12 @@ def validate_config(
   if config.checkpoint_every_steps < 0 or config.log_every_steps <= 0:
     raise ConfigError("config.checkpoint_every_steps must be >= 0 and "
                       "config.log_every_steps > 0.")
+  accum_steps = config.get("grad_accum_steps", 1)
+  if accum_steps < 1 or config.global_batch_size % (num_devices * accum_steps):
+    raise ConfigError(
+        f"config.grad_accum_steps={accum_steps} must be >= 1 and divide the "
+        f"per-device batch: config.global_batch_size={config.global_batch_size}"
+        f" is not a multiple of {num_devices} devices x {accum_steps}.")
   group_size = config.get("batch_norm_group_size", 0)
   if group_size:
     if config.loop != "jit" or config.batch_norm != "global":
@@ -98,6 +104,13 @@ def validate_config(
       raise ConfigError(
           f"config.global_batch_size={config.global_batch_size} is not a "
           f"multiple of config.batch_norm_group_size={group_size}.")
+    micro_batch = config.global_batch_size // (num_devices * accum_steps)
+    if accum_steps > 1 and micro_batch % group_size:
+      raise ConfigError(  # a group would mix examples of two devices' shards
+          f"config.batch_norm_group_size={group_size} must divide the "
+          f"per-device micro-batch ({config.global_batch_size} / "
+          f"{num_devices} devices / {accum_steps} accumulation steps = "
+          f"{micro_batch}).")
 
 
 def eval_steps_by_epochs(every_epochs: float, num_train: int,

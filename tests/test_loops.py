@@ -35,10 +35,9 @@ def tiny_config(**overrides):
   return config
 
 
-def _run_steps(config, info, batches, *, devices=None, batch_norm_groups=None):
+def _run_steps(config, info, batches, *, mesh=None):
   schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=4)
-  loop = loops.create_loop(config, info, schedule, devices=devices,
-                           batch_norm_groups=batch_norm_groups)
+  loop = loops.create_loop(config, info, schedule, mesh=mesh)
   state = loop.to_loop(loop.init_canonical_state())
   losses = []
   for batch in batches:
@@ -68,9 +67,13 @@ def test_loops_match_one_device(batch_norm):
              for _ in range(num_steps)]
   config = tiny_config(batch_norm=batch_norm, global_batch_size=32,
                        warmup_epochs=0.5, num_train_steps=num_steps)
-  groups = jax.device_count() if batch_norm == "per_device" else 1
+  # One device; per-device BN there is BN over groups of one device's shard.
+  one_device = tiny_config(
+      global_batch_size=32, warmup_epochs=0.5, num_train_steps=num_steps,
+      batch_norm_group_size=32 // jax.device_count() if batch_norm == "per_device"
+      else 0)
   reference, reference_losses = _run_steps(
-      config, info, batches, devices=jax.devices()[:1], batch_norm_groups=groups)
+      one_device, info, batches, mesh=loops.make_mesh(jax.devices()[:1]))
   runs = {
       "jit": _run_steps(config, info, batches),
       "pmap": _run_steps(tiny_config(batch_norm=batch_norm, loop="pmap",
@@ -104,3 +107,66 @@ def test_shard_params_really_shards():
   assert kernel.addressable_shards[0].data.shape == (2, 10)
   momentum = jax.tree.leaves(state["opt_state"])
   assert any(not x.is_fully_replicated for x in momentum)
+
+
+def _batches(num_steps, batch_size, image_side=12, seed=0):
+  rng = np.random.default_rng(seed)
+  return [{"image": rng.normal(size=(batch_size, image_side, image_side, 1)
+                               ).astype(np.float32),
+           "label": rng.integers(0, 10, size=(batch_size,)).astype(np.int32)}
+          for _ in range(num_steps)]
+
+
+@pytest.mark.parametrize("loop", ["jit", "pmap"])
+def test_accumulation_equals_the_whole_batch_without_batch_norm(loop):
+  """k micro-batches of b make the update of one batch of k*b."""
+  info = datasets.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  batches = _batches(3, 64)
+  common = dict(loop=loop, global_batch_size=64, warmup_epochs=0.5,
+                num_train_steps=3, model="cnn",
+                model_kwargs={"use_batch_norm": False})
+  whole, whole_losses = _run_steps(tiny_config(**common), info, batches)
+  accumulated, losses = _run_steps(tiny_config(grad_accum_steps=4, **common),
+                                   info, batches)
+  np.testing.assert_allclose(losses, whole_losses, rtol=1e-5)
+  _assert_trees_close(accumulated["params"], whole["params"], rtol=1e-4)
+  assert len(set(whole_losses)) == 3  # it trained
+
+
+@pytest.mark.parametrize("loop", ["jit", "pmap"])
+def test_accumulation_with_batch_norm_is_ghost_batch_norm_of_the_micro_batch(loop):
+  """Per-device BN with k micro-batches = BN over groups of one micro-batch."""
+  info = datasets.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  batches = _batches(3, 64)
+  micro_batch = 64 // jax.device_count() // 4
+  common = dict(global_batch_size=64, warmup_epochs=0.5, num_train_steps=3)
+  reference, reference_losses = _run_steps(
+      tiny_config(batch_norm_group_size=micro_batch, **common), info, batches,
+      mesh=loops.make_mesh(jax.devices()[:1]))
+  accumulated, losses = _run_steps(
+      tiny_config(loop=loop, batch_norm="per_device", grad_accum_steps=4,
+                  **common), info, batches)
+  np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+  _assert_trees_close(accumulated["params"], reference["params"], rtol=1e-4)
+  _assert_trees_close(accumulated["batch_stats"], reference["batch_stats"],
+                      rtol=1e-4)
+
+
+def _train_step_temp_bytes(accum_steps, global_batch_size):
+  info = datasets.DatasetInfo("mnist", 4096, 64, 10, (28, 28, 1))
+  config = tiny_config(model="cnn", global_batch_size=global_batch_size,
+                       grad_accum_steps=accum_steps)
+  loop = loops.create_loop(
+      config, info, optimizers.create_learning_rate_schedule(config, 4),
+      mesh=loops.make_mesh(jax.devices()[:1]))
+  state = loop.abstract_canonical_state()
+  batch = _batches(1, global_batch_size, image_side=28)[0]
+  compiled = loop._train_step.lower(state, loop._device_batch(batch)).compile()
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_accumulation_holds_one_micro_batch_of_activations():
+  one = _train_step_temp_bytes(1, 256)
+  four = _train_step_temp_bytes(4, 1024)  # 4 micro-batches of 256
+  whole = _train_step_temp_bytes(1, 1024)
+  assert four < 1.5 * one < whole
