@@ -7,10 +7,10 @@ from typing import NoReturn
 from absl import logging
 
 
-def fail(message: str) -> NoReturn:
-  """Prints ``error: message`` on one line and exits with status 2."""
+def fail(message: str, status: int = 2) -> NoReturn:
+  """Prints ``error: message`` on one line and exits with ``status``."""
   print(f"error: {' '.join(message.split())}", file=sys.stderr)
-  sys.exit(2)
+  sys.exit(status)
 
 
 def quiet_libraries() -> None:

@@ -12,6 +12,8 @@ Rerunning a command resumes from the latest checkpoint in WORKDIR/checkpoints
 (with the same config, unless --allow_config_change). A run shows a progress
 bar and a summary; --verbose shows the libraries' logs too. A mistake in the
 command, the config or the data is reported in one line (exit status 2).
+SIGTERM or Ctrl-C saves a checkpoint after the step under way and stops
+(exit status 128 + the signal); a second run on a workdir in use stops at once.
 """
 import os
 import re
@@ -91,6 +93,7 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes,
                                process_id=FLAGS.process_id)
+  from experiments import interruption  # pylint: disable=g-import-not-at-top
   from experiments import resume  # pylint: disable=g-import-not-at-top
   from experiments import train  # pylint: disable=g-import-not-at-top
   from experiments.user_errors import UserError  # pylint: disable=g-import-not-at-top
@@ -98,9 +101,13 @@ def main(argv):
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   try:
-    resume.check_config_matches(config, FLAGS.workdir,
-                                allow_changes=FLAGS.allow_config_change)
-    final = train.train_and_evaluate(config, FLAGS.workdir)
+    with interruption.workdir_lock(FLAGS.workdir,
+                                   enabled=jax.process_index() == 0):
+      resume.check_config_matches(config, FLAGS.workdir,
+                                  allow_changes=FLAGS.allow_config_change)
+      final = train.train_and_evaluate(config, FLAGS.workdir)
+  except interruption.Interrupted as stopped:
+    fail(str(stopped), status=stopped.exit_status)
   except UserError as error:
     fail(str(error))
   if jax.process_index() == 0:

@@ -37,6 +37,7 @@ from absl import logging
 from experiments import checkpoints
 from experiments import datasets
 from experiments import input_pipeline
+from experiments import interruption
 from experiments import loops
 from experiments import metrics
 from experiments import models
@@ -144,9 +145,138 @@ def evaluate(loop, state, config, info, subset: str = "eval") -> dict[str, float
           "num_examples": totals["count"]}
 
 
+def _eval_steps(config, info, steps_per_epoch: int, total_steps: int) -> set[int]:
+  """The steps after which the periodic evaluation runs."""
+  if config.get("eval_every_epochs", 0) > 0:  # by epochs of examples
+    return eval_steps_by_epochs(config.eval_every_epochs, info.num_train,
+                                config.global_batch_size, total_steps)
+  every = steps_per_epoch if config.eval_every_steps < 0 else config.eval_every_steps
+  return set(range(every, total_steps + 1, every)) if every else set()
+
+
+def _restore(loop, workdir: str, config):
+  """(manager, start step, state): the newest good checkpoint, or a fresh state."""
+  manager = checkpoints.create_manager(
+      workdir, max_to_keep=config.get("checkpoints_to_keep", 3))
+  try:
+    restored = checkpoints.restore_newest(manager, loop.abstract_canonical_state())
+  except checkpoints.CheckpointError:
+    manager.close()
+    raise
+  if restored is None:
+    return manager, 0, loop.to_loop(loop.init_canonical_state())
+  logging.info("Resuming from the checkpoint of step %d.", restored[0])
+  return manager, restored[0], loop.to_loop(restored[1])
+
+
+def _train(loop, state, config, info, *, start_step: int, manager, writer,
+           train_log, stop) -> Any:
+  """Steps start_step+1..total; evaluates, checkpoints; stops at a signal."""
+  total_steps = loop.schedule.total_steps
+  eval_steps = _eval_steps(config, info, loop.schedule.steps_per_epoch, total_steps)
+  # With a validation holdout, the periodic evaluations use it.
+  periodic = "validation" if info.num_validation else "eval"
+  checkpoint_every = config.checkpoint_every_steps
+  train_iter = input_pipeline.train_iterator(
+      config.data, info, global_batch_size=config.global_batch_size,
+      seed=config.seed, start_step=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  pending = None
+  for step in range(start_step + 1, total_steps + 1):
+    state, step_metrics = loop.train_step(state, next(train_iter))
+    if pending is not None:  # fetch the previous step while this one runs
+      train_log.record(*pending)
+    pending = (step, step_metrics)
+    stopping = stop.requested is not None
+    do_checkpoint = (checkpoint_every and step % checkpoint_every == 0
+                     or step == total_steps or stopping)
+    do_eval = step in eval_steps
+    if do_checkpoint or do_eval:
+      train_log.record(*pending)
+      pending = None
+    # Evaluate before saving: a run killed after the checkpoint of `step`
+    # has logged everything up to `step`, so the resumed run logs no gaps.
+    if do_eval and step != total_steps:
+      writer.write(step, periodic, evaluate(loop, state, config, info, periodic))
+    if do_checkpoint:
+      checkpoints.save(manager, step, loop.to_canonical(state))
+    if stopping:
+      manager.wait_until_finished()
+      raise interruption.Interrupted(
+          f"stopped by {stop.requested.name} after step {step} of "
+          f"{total_steps}; its checkpoint is in {manager.directory}. Run the "
+          "same command again to resume.", stop.requested.value)
+  return state
+
+
+def _final_evaluations(loop, state, config, info, writer) -> dict[str, dict]:
+  """Validation (with a holdout), test, and (optionally) the training split."""
+  total_steps = loop.schedule.total_steps
+  results = {}
+  if info.num_validation:
+    results["validation"] = evaluate(loop, state, config, info, "validation")
+    writer.write(total_steps, "validation", results["validation"])
+  results["eval"] = evaluate(loop, state, config, info)
+  writer.write(total_steps, "eval", results["eval"])
+  if config.get("evaluate_train_split", False):
+    results["train"] = evaluate(loop, state, config, info, "train")
+  return results
+
+
+def _final_metrics(config, info, loop, state, train_log, results, *,
+                   start_step: int, start_time: float) -> dict[str, Any]:
+  checksum, sha256 = metrics.params_checksum(
+      loops.to_host(loop.to_canonical(state)["params"]))
+  final = {
+      "step": loop.schedule.total_steps,
+      "dataset": info.name,
+      "model": config.model,
+      "optimizer": config.optimizer,
+      "loop": config.loop,
+      "batch_norm": config.batch_norm,
+      "global_batch_size": config.global_batch_size,
+      "peak_learning_rate": loop.schedule.peak_learning_rate,
+      "num_devices": jax.device_count(),
+      "num_processes": jax.process_count(),
+      "train_loss": train_log.last.get("loss", float("nan")),
+      "train_accuracy": train_log.last.get("accuracy", float("nan")),
+      "test_loss": results["eval"]["loss"],
+      "test_accuracy": results["eval"]["accuracy"],
+      "params_checksum": checksum,
+      "params_sha256": sha256,
+      "resumed_from_step": start_step,
+      "examples_per_sec": train_log.examples_per_sec(),
+      "wall_time_s": time.time() - start_time,
+  }
+  if "train" in results:
+    final["train_split_loss"] = results["train"]["loss"]
+    final["train_split_accuracy"] = results["train"]["accuracy"]
+  if "validation" in results:
+    final["val_loss"] = results["validation"]["loss"]
+    final["val_accuracy"] = results["validation"]["accuracy"]
+  return final
+
+
+def _write_outputs(config, info, workdir: str, final: dict[str, Any]) -> None:
+  """final_metrics.json and the training curves (process 0)."""
+  with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+    json.dump(final, f, indent=2)
+  if config.plot:
+    from experiments import plotting  # pylint: disable=g-import-not-at-top
+    plotting.plot_training_curves(
+        os.path.join(workdir, "metrics.jsonl"),
+        os.path.join(workdir, "training_curves.png"),
+        title=f"{config.model} on {info.name}, {config.optimizer}, "
+              f"batch {config.global_batch_size}")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, Any]:
-  """Trains and evaluates; resumes from workdir/checkpoints; returns final metrics."""
+  """Trains and evaluates; resumes from workdir/checkpoints; returns final metrics.
+
+  Raises ``interruption.Interrupted`` after saving a checkpoint when the
+  process gets SIGTERM or SIGINT.
+  """
   start_time = time.time()
   validate_config(config, num_devices=jax.device_count(),
                   num_local_devices=jax.local_device_count(),
@@ -158,49 +288,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json(indent=2, sort_keys=True))
-
-  schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch)
-  loop = loops.create_loop(config, info, schedule)
-  total_steps = schedule.total_steps
-  logging.info(
-      "%s: %d train / %d test examples; model %s; optimizer %s; loop %s on %d "
-      "devices (%d processes); global batch %d; %d steps (%d per epoch); peak "
-      "LR %.4g after %d warm-up steps.", info.name, info.num_train,
-      info.num_test, config.model, config.optimizer, config.loop,
-      jax.device_count(), jax.process_count(), config.global_batch_size,
-      total_steps, steps_per_epoch, schedule.peak_learning_rate,
-      schedule.warmup_steps)
-
-  manager = checkpoints.create_manager(
-      workdir, max_to_keep=config.get("checkpoints_to_keep", 3))
-  try:
-    restored = checkpoints.restore_newest(manager, loop.abstract_canonical_state())
-  except checkpoints.CheckpointError:
-    manager.close()
-    raise
-  if restored is not None:
-    start_step, canonical = restored
-    logging.info("Resuming from the checkpoint of step %d.", start_step)
-  else:
-    start_step, canonical = 0, loop.init_canonical_state()
-  state = loop.to_loop(canonical)
-  del canonical
-
+  loop = loops.create_loop(
+      config, info, optimizers.create_learning_rate_schedule(config, steps_per_epoch))
+  total_steps = loop.schedule.total_steps
+  logging.info("%s: %d train examples; %s, %s, %s loop on %d devices (%d "
+               "processes); global batch %d; %d steps.", info.name,
+               info.num_train, config.model, config.optimizer, config.loop,
+               jax.device_count(), jax.process_count(),
+               config.global_batch_size, total_steps)
+  manager, start_step, state = _restore(loop, workdir, config)
   # A finished run that is started again evaluates again: replace that line.
   writer = metrics.MetricsWriter(workdir, start_step=start_step,
                                  tensorboard=config.tensorboard, enabled=is_chief,
                                  redo_eval_at_start=start_step >= total_steps)
-  eval_every = config.eval_every_steps
-  if eval_every < 0:  # -1: once per epoch
-    eval_every = steps_per_epoch
-  eval_steps = None  # optional: by epochs of examples instead
-  if config.get("eval_every_epochs", 0) > 0:
-    eval_steps = eval_steps_by_epochs(config.eval_every_epochs, info.num_train,
-                                      config.global_batch_size, total_steps)
-  # With a validation holdout, the periodic evaluations use it.
-  periodic = "validation" if info.num_validation else "eval"
-  checkpoint_every = config.checkpoint_every_steps
-
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
                        disable=not (is_chief and config.progress_bar),
                        dynamic_ncols=True, desc="train")
@@ -209,93 +309,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       total_steps=total_steps, global_batch_size=config.global_batch_size,
       checkpoints_dir=checkpoints.directory(workdir),
       last_saved_step=lambda: checkpoints.last_saved_step(manager))
-  train_iter = input_pipeline.train_iterator(
-      config.data, info, global_batch_size=config.global_batch_size,
-      seed=config.seed, start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  last_eval: dict[str, float] = {}
-  last_validation: dict[str, float] | None = None
   try:
-    pending = None
-    for step in range(start_step + 1, total_steps + 1):
-      batch = next(train_iter)
-      state, step_metrics = loop.train_step(state, batch)
-      if pending is not None:  # fetch the previous step while this one runs
-        train_log.record(*pending)
-      pending = (step, step_metrics)
-      do_checkpoint = checkpoint_every and step % checkpoint_every == 0
-      if eval_steps is None:
-        do_eval = eval_every and step % eval_every == 0
-      else:
-        do_eval = step in eval_steps
-      if do_checkpoint or do_eval or step == total_steps:
-        train_log.record(*pending)
-        pending = None
-      # Evaluate before saving: a run killed after the checkpoint of `step`
-      # has logged everything up to `step`, so the resumed run logs no gaps.
-      if do_eval and step != total_steps:
-        last_eval = evaluate(loop, state, config, info, periodic)
-        writer.write(step, periodic, last_eval)
-      if do_checkpoint or step == total_steps:
-        checkpoints.save(manager, step, loop.to_canonical(state))
-    if pending is not None:
-      train_log.record(*pending)
+    with interruption.StopSignals() as stop:
+      state = _train(loop, state, config, info, start_step=start_step,
+                     manager=manager, writer=writer, train_log=train_log,
+                     stop=stop)
     progress.close()
     manager.wait_until_finished()
-    if start_step == total_steps and restored is not None:
-      logging.info("Checkpoint of step %d is the final step; evaluating only.",
-                   total_steps)
-    if info.num_validation:
-      last_validation = evaluate(loop, state, config, info, "validation")
-      writer.write(total_steps, "validation", last_validation)
-    last_eval = evaluate(loop, state, config, info)
-    writer.write(total_steps, "eval", last_eval)
-    if config.get("evaluate_train_split", False):
-      train_split = evaluate(loop, state, config, info, "train")
+    results = _final_evaluations(loop, state, config, info, writer)
   finally:
     progress.close()
     writer.close()
     manager.wait_until_finished()
     manager.close()
-
-  checksum, sha256 = metrics.params_checksum(
-      loops.to_host(loop.to_canonical(state)["params"]))
-  final = {
-      "step": total_steps,
-      "dataset": info.name,
-      "model": config.model,
-      "optimizer": config.optimizer,
-      "loop": config.loop,
-      "batch_norm": config.batch_norm,
-      "global_batch_size": config.global_batch_size,
-      "peak_learning_rate": schedule.peak_learning_rate,
-      "num_devices": jax.device_count(),
-      "num_processes": jax.process_count(),
-      "train_loss": train_log.last.get("loss", float("nan")),
-      "train_accuracy": train_log.last.get("accuracy", float("nan")),
-      "test_loss": last_eval["loss"],
-      "test_accuracy": last_eval["accuracy"],
-      "params_checksum": checksum,
-      "params_sha256": sha256,
-      "resumed_from_step": start_step,
-      "examples_per_sec": train_log.examples_per_sec(),
-      "wall_time_s": time.time() - start_time,
-  }
-  if config.get("evaluate_train_split", False):
-    final["train_split_loss"] = train_split["loss"]
-    final["train_split_accuracy"] = train_split["accuracy"]
-  if last_validation is not None:
-    final["val_loss"] = last_validation["loss"]
-    final["val_accuracy"] = last_validation["accuracy"]
+  final = _final_metrics(config, info, loop, state, train_log, results,
+                         start_step=start_step, start_time=start_time)
   if is_chief:
-    with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-      json.dump(final, f, indent=2)
-    if config.plot:
-      from experiments import plotting  # pylint: disable=g-import-not-at-top
-      plotting.plot_training_curves(
-          os.path.join(workdir, "metrics.jsonl"),
-          os.path.join(workdir, "training_curves.png"),
-          title=f"{config.model} on {info.name}, {config.optimizer}, "
-                f"batch {config.global_batch_size}")
+    _write_outputs(config, info, workdir, final)
   logging.info("Final metrics: %s", final)
   return final

@@ -10,9 +10,15 @@ Command (ImageNet prepared by tfds from the two original tar files):
 ``data.manual_dir`` must hold ``ILSVRC2012_img_train.tar`` and
 ``ILSVRC2012_img_val.tar``; see ``imagenet_resnet50_8k.py``.
 
-Hardware: a global batch of 32768 needs many accelerators: e.g. 256 GPUs x
-128 (or 128 x 256) with the jit loop over all processes, or a TPU pod slice;
-per-device BatchNorm as in the paper.
+Hardware: the global batch is devices x per-device micro-batch x
+``grad_accum_steps``:
+
+* 256 GPUs: 256 x 128, ``grad_accum_steps=1`` (jit loop over all processes);
+* 8 GPUs: 8 x 256 x 16, add ``--config.grad_accum_steps=16`` (one LARS step
+  every 16 micro-batches of 256 per GPU; 16x the time per step of the
+  many-GPU form, the same result up to BatchNorm's micro-batch statistics).
+
+Per-device BatchNorm as in the paper (per micro-batch with accumulation).
 
 Expected top-1: 72.5% (You et al. 2017, ResNet-50 with LARS at 32K, against
 75.4% at 1K; Goyal et al.'s SGD with linear scaling reaches 72.4% = 100 - 27.6

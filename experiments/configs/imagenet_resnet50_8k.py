@@ -12,12 +12,17 @@ Command (ImageNet prepared by tfds from the two original tar files):
 tfds cannot download ImageNet. The first run builds the array_record files
 under ``data.data_dir`` (about 150 GB; hours).
 
-Hardware: written for 8-64 GPUs (or a TPU slice) with the jit loop; the
-global batch of 8192 must divide by the number of devices (e.g. 64 GPUs x
-128, or 8 H100s x 1024 with enough memory, activations in float32). BatchNorm
-statistics are per device (``batch_norm="per_device"``), as in the paper's
-NVCaffe runs and the MLPerf reference, so the result depends a little on the
-per-device batch.
+Hardware: the global batch is devices x per-device micro-batch x
+``grad_accum_steps``:
+
+* 64 GPUs: 64 x 128, ``grad_accum_steps=1`` (the command above);
+* 8 GPUs: 8 x 256 x 4, add ``--config.grad_accum_steps=4``: four micro-batches
+  of 256 per GPU, their gradients averaged before one LARS step.
+
+BatchNorm statistics are per device (``batch_norm="per_device"``), as in the
+paper's NVCaffe runs and the MLPerf reference; with accumulation they are
+those of each micro-batch, so keep the micro-batch near the many-GPU form's
+per-device batch (the result depends a little on it).
 
 Expected top-1: 75.2% (You et al. 2017, ResNet-50 with LARS at 8K; 75.4% at
 1K). The MLPerf reference with these values targets 75.9%.

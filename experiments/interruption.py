@@ -1,0 +1,99 @@
+"""Stopping a run cleanly, and one run per workdir.
+
+* ``StopSignals``: while a run trains, SIGTERM (a preempted cloud VM, a job
+  scheduler) and SIGINT (Ctrl-C) only ask it to stop. The training loop
+  finishes the step under way, saves a checkpoint and raises ``Interrupted``,
+  which the command line prints as one line before it exits with status
+  128 + the signal's number. A second SIGINT quits at once, without a
+  checkpoint.
+* ``workdir_lock``: a workdir belongs to one run at a time. The first run
+  holds an OS file lock on ``<workdir>/.lock`` (``fcntl.flock``), which the
+  OS releases when its process ends however it ends, so a killed run leaves
+  no stale lock; a second run stops at once with ``WorkdirInUse``, naming the
+  folder and the process that holds it. In a multi-process run, process 0
+  holds the lock for all.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+
+from experiments.user_errors import UserError
+
+LOCK_FILE = ".lock"
+
+
+class Interrupted(UserError):
+  """The run stopped at a signal after saving a checkpoint."""
+
+  def __init__(self, message: str, signal_number: int):
+    super().__init__(message)
+    self.exit_status = 128 + signal_number
+
+
+class WorkdirInUse(UserError):
+  """Another run holds the workdir's lock."""
+
+
+class StopSignals:
+  """Within ``with StopSignals() as stop:``, ``stop.requested`` names the first
+  SIGTERM or SIGINT received (None before). Outside the main thread, where
+  Python cannot install handlers, it installs none."""
+
+  def __init__(self):
+    self.requested: signal.Signals | None = None
+    self._previous: dict[int, object] = {}
+
+  def _handle(self, number, frame):
+    del frame
+    if self.requested is not None and number == signal.SIGINT:
+      print("error: interrupted twice; quitting without a checkpoint.",
+            file=sys.stderr, flush=True)
+      os._exit(128 + number)
+    if self.requested is None:
+      self.requested = signal.Signals(number)
+
+  def __enter__(self) -> StopSignals:
+    if threading.current_thread() is threading.main_thread():
+      for number in (signal.SIGTERM, signal.SIGINT):
+        self._previous[number] = signal.signal(number, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    for number, handler in self._previous.items():
+      signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str, *, enabled: bool = True) -> Iterator[None]:
+  """Holds ``<workdir>/.lock`` for the duration; ``WorkdirInUse`` if taken."""
+  if not enabled:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  with open(path, "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      raise WorkdirInUse(
+          f"{os.path.abspath(workdir)} is in use by another run ({holder}); "
+          "wait for it to finish, stop it, or use another --workdir.") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    try:
+      yield
+    finally:
+      f.seek(0)
+      f.truncate()
+      fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,126 @@
+"""Stopping a run at a signal and resuming it; one run per workdir."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments import interruption
+
+from tests.test_main import REPO
+
+STEPS = 1000
+
+
+def test_a_workdir_takes_one_run_at_a_time(tmp_path):
+  with interruption.workdir_lock(str(tmp_path)):
+    with pytest.raises(interruption.WorkdirInUse, match=f"pid {os.getpid()}"):
+      with interruption.workdir_lock(str(tmp_path)):
+        pass
+  with interruption.workdir_lock(str(tmp_path)):  # free again
+    pass
+
+
+def test_a_killed_run_leaves_no_stale_lock(tmp_path):
+  killed = subprocess.run(
+      [sys.executable, "-c",
+       "import os, signal, sys; from experiments import interruption\n"
+       f"with interruption.workdir_lock({str(tmp_path)!r}):\n"
+       "  os.kill(os.getpid(), signal.SIGKILL)"], cwd=REPO)
+  assert killed.returncode == -signal.SIGKILL
+  assert "pid" in (tmp_path / interruption.LOCK_FILE).read_text()
+  with interruption.workdir_lock(str(tmp_path)):
+    pass
+
+
+def _command(workdir, data_dir):
+  return [sys.executable, "-m", "experiments.main",
+          "--config=experiments/configs/tiny.py", f"--workdir={workdir}",
+          f"--config.data.data_dir={data_dir}",
+          "--config.model=cnn", f"--config.num_train_steps={STEPS}",
+          "--config.log_every_steps=1",
+          "--config.checkpoint_every_steps=0"]
+
+
+def _start(workdir, data_dir):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return subprocess.Popen(_command(workdir, data_dir), cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+def _wait_for_step(workdir, step, process, timeout=300):
+  """Waits until the run has logged ``step`` (or has ended)."""
+  path = workdir / "metrics.jsonl"
+  deadline = time.time() + timeout
+  while time.time() < deadline and process.poll() is None:
+    if path.exists() and any(json.loads(line)["step"] >= step
+                             for line in path.read_text().splitlines()
+                             if line.endswith("}")):
+      return
+    time.sleep(0.05)
+  raise AssertionError(f"the run ended or stalled before step {step}")
+
+
+def _sha256(workdir):
+  return json.loads((workdir / "final_metrics.json").read_text())["params_sha256"]
+
+
+def test_the_first_signal_is_recorded_and_the_handlers_restored():
+  before = signal.getsignal(signal.SIGTERM)
+  with interruption.StopSignals() as stop:
+    assert stop.requested is None
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.requested == signal.SIGTERM
+    os.kill(os.getpid(), signal.SIGTERM)  # a repeated SIGTERM changes nothing
+    assert stop.requested == signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_second_sigint_quits_at_once():
+  result = subprocess.run(
+      [sys.executable, "-c",
+       "import os, signal, time; from experiments import interruption\n"
+       "with interruption.StopSignals():\n"
+       "  os.kill(os.getpid(), signal.SIGINT)\n"
+       "  os.kill(os.getpid(), signal.SIGINT)\n"
+       "  time.sleep(60)"], cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 128 + signal.SIGINT
+  assert result.stderr.strip().splitlines() == [
+      "error: interrupted twice; quitting without a checkpoint."]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(
+    tmp_path, fashion_mnist_data_dir):
+  signal_number = signal.SIGTERM
+  alone = _start(tmp_path / "alone", fashion_mnist_data_dir)
+  # A second run on the same workdir stops at once and leaves the first alone.
+  _wait_for_step(tmp_path / "alone", 1, alone)
+  second = _start(tmp_path / "alone", fashion_mnist_data_dir)
+  _, err = second.communicate(timeout=300)
+  assert second.returncode == 2, err
+  assert err.strip().splitlines() == [err.strip()] and "is in use" in err, err
+  assert f"pid {alone.pid}" in err
+  _, err = alone.communicate(timeout=600)
+  assert alone.returncode == 0, err[-3000:]
+
+  stopped = _start(tmp_path / "run", fashion_mnist_data_dir)
+  _wait_for_step(tmp_path / "run", 5, stopped)
+  stopped.send_signal(signal_number)
+  _, err = stopped.communicate(timeout=300)
+  assert stopped.returncode == 128 + signal_number, err[-3000:]
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and "stopped by" in lines[0], err[-3000:]
+  step = int(lines[0].split("after step ")[1].split()[0])
+  assert 5 <= step < STEPS
+  assert str(step) in os.listdir(tmp_path / "run" / "checkpoints")
+
+  resumed = _start(tmp_path / "run", fashion_mnist_data_dir)
+  _, err = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, err[-3000:]
+  assert _sha256(tmp_path / "run") == _sha256(tmp_path / "alone")
