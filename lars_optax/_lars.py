@@ -10,10 +10,12 @@ from lars_optax import _masks
 from lars_optax import _numerics
 
 _FORMULAS = ("paper", "combined")
+_ZERO_GRADIENT_TRUST_RATIOS = ("formula", "one")
 
 
 class ScaleByLarsState(NamedTuple):
-  r"""State of :func:`scale_by_lars`.
+  r"""State of :func:`scale_by_lars` (the trust-ratio step of :func:`lars`
+  and :func:`lamb`).
 
   Attributes:
     count: number of updates so far (int32); the step at which a
@@ -84,13 +86,43 @@ def _ratio_dtype(param: jax.Array) -> jnp.dtype:
   return jnp.finfo(_numerics.accumulation_dtype(param.dtype)).dtype
 
 
-def _trust_ratio(w_norm, d_norm, trust_coefficient, eps):
-  """eta ||w|| / (d + eps); 1 for zero/denormal norms, 0 where ||w|| = inf."""
+def _check_bounds(name: str, bounds: Any) -> Optional[tuple[float, float]]:
+  """``bounds`` as a pair of floats with 0 <= low <= high, or None."""
+  if bounds is None:
+    return None
+  message = (f"`{name}` must be None or a pair (low, high) of numbers with "
+             f"0 <= low <= high, got {bounds!r}.")
+  try:
+    low, high = (float(value) for value in bounds)
+  except (TypeError, ValueError):
+    raise ValueError(message) from None
+  if not 0 <= low <= high:  # also false for NaN
+    raise ValueError(message)
+  return low, high
+
+
+def _trust_ratio(w_norm, d_norm, trust_coefficient, eps, *, g_norm=None,
+                 ratio_bounds=None, weight_norm_bounds=None):
+  """eta phi(||w||) / (d + eps), within ``ratio_bounds``.
+
+  phi clips ``w_norm`` to ``weight_norm_bounds`` (the identity for None). The
+  ratio is 1 where phi(||w||), ``d_norm`` or ``g_norm`` (when given) is zero
+  or denormal, and 0 where it is not finite (a norm whose squares
+  overflowed); neither of these is bounded.
+  """
   tiny = jnp.finfo(w_norm.dtype).tiny
+  if weight_norm_bounds is not None:
+    w_norm = jnp.clip(w_norm, *weight_norm_bounds)
   denominator = d_norm if _concrete_float(eps) == 0.0 else d_norm + eps
-  ratio = jnp.where((w_norm >= tiny) & (d_norm >= tiny),
-                    trust_coefficient * w_norm / denominator, 1)
-  return jnp.where(jnp.isfinite(ratio), ratio, 0).astype(w_norm.dtype)
+  computed = (w_norm >= tiny) & (d_norm >= tiny)
+  if g_norm is not None:
+    computed = computed & (g_norm >= tiny)
+  ratio = jnp.where(computed, trust_coefficient * w_norm / denominator, 1)
+  finite = jnp.isfinite(ratio)
+  if ratio_bounds is not None:
+    ratio = jnp.where(computed & jnp.isfinite(d_norm),
+                      jnp.clip(ratio, *ratio_bounds), ratio)
+  return jnp.where(finite, ratio, 0).astype(w_norm.dtype)
 
 
 def _larc_clip(ratio, gamma):
@@ -112,6 +144,9 @@ def scale_by_lars(
     learning_rate: Optional[optax.ScalarOrSchedule] = None,
     layer_axes: Any = None,
     axis_name: _numerics.AxisName = None,
+    ratio_bounds: Optional[tuple[float, float]] = None,
+    weight_norm_bounds: Optional[tuple[float, float]] = None,
+    zero_gradient_trust_ratio: str = "formula",
 ) -> optax.GradientTransformation:
   r"""Scales each layer's update by its LARS trust ratio.
 
@@ -129,13 +164,24 @@ def scale_by_lars(
     u_l = \lambda_l \, (g_l + \beta w_l).
 
   :math:`\lambda_l = 1` where :math:`\|w_l\|` or the denominator's norm is
-  zero or denormal (the rule of optax.lars; with a zero gradient and
-  :math:`\beta > 0` the paper's formula, taken literally as here and in
-  optax.lars, gives :math:`\eta / \beta`, where timm and the MLPerf
-  reference use 1). A norm whose squares overflow
-  the accumulation dtype (float32: values above about 1e19, e.g. bfloat16
-  gradients near 1e30) is infinite: the ratio is then 0 and that layer's
-  update is 0 for this step, never NaN or Inf.
+  zero or denormal (the rule of optax.lars). With a zero gradient and
+  :math:`\beta > 0` the formula, taken literally as by default here and in
+  optax.lars, gives :math:`\eta / \beta`; timm's ``Lars`` and the MLPerf
+  reference use 1 there, which ``zero_gradient_trust_ratio="one"`` gives.
+  A norm whose squares overflow the accumulation dtype (float32: values
+  above about 1e19, e.g. bfloat16 gradients near 1e30) is infinite: the
+  ratio is then 0 and that layer's update is 0 for this step, never NaN or
+  Inf.
+
+  Two clips, each off by default: ``weight_norm_bounds`` :math:`=
+  (\gamma_l, \gamma_u)` replaces :math:`\|w_l\|` in the numerator by
+  :math:`\phi(\|w_l\|) = \min(\max(\|w_l\|, \gamma_l), \gamma_u)`, the
+  scaling function :math:`\phi` of the LAMB paper (You et al. 2019, also
+  MXNet's ``lower_bound``/``upper_bound``); ``ratio_bounds`` :math:`=
+  (\lambda_{\min}, \lambda_{\max})` clips :math:`\lambda_l` itself, as
+  DeepSpeed's ``min_coeff``/``max_coeff`` and timm's LAMB ``trust_clip``
+  (bounds (0, 1)) do. Neither touches the 1 at zero norms nor the 0 at
+  infinite ones (DeepSpeed leaves its 1 unclipped too).
 
   With ``trust_clip`` (LARC clipping: timm's ``Lars(trust_clip=True)``,
   NVIDIA apex's ``LARC(clip=True)``) the global learning rate
@@ -179,6 +225,16 @@ def scale_by_lars(
       norms are already global. A leaf replicated over the axis is then
       counted N times in both norms, which leaves :math:`\lambda` unchanged
       when ``eps == 0``; keep replicated leaves out of such a transform.
+    ratio_bounds: ``(low, high)``, the interval :math:`\lambda_l` is clipped
+      to (before ``trust_clip``), or None (default) for no clip.
+    weight_norm_bounds: ``(low, high)``, the interval :math:`\|w_l\|` is
+      clipped to in the numerator (the LAMB paper's :math:`\phi`), or None
+      (default) for the identity. With ``low > 0`` a zero-initialised layer
+      gets :math:`\lambda_l = \eta \, \mathrm{low} / \|g_l\|` instead of 1.
+    zero_gradient_trust_ratio: :math:`\lambda_l` where :math:`g_l = 0`:
+      ``"formula"`` (default; optax.lars, and the paper taken literally) or
+      ``"one"`` (timm's ``Lars``, the MLPerf reference). They differ only
+      when the layer is decayed.
 
   Returns:
     An :class:`optax.GradientTransformation` whose state is a
@@ -186,9 +242,11 @@ def scale_by_lars(
 
   Raises:
     ValueError: at build time for negative ``weight_decay`` or ``eps``,
-      ``trust_coefficient <= 0``, an unknown ``formula``, or ``trust_clip``
-      without ``learning_rate``; at init/update for masks or ``layer_axes``
-      that do not match the params, or when params are not given.
+      ``trust_coefficient <= 0``, an unknown ``formula`` or
+      ``zero_gradient_trust_ratio``, bounds that are not a pair with
+      ``0 <= low <= high``, or ``trust_clip`` without ``learning_rate``; at
+      init/update for masks or ``layer_axes`` that do not match the params,
+      or when params are not given.
 
   Example:
     >>> import jax.numpy as jnp
@@ -211,6 +269,12 @@ def scale_by_lars(
   _check("eps", eps, lambda v: v >= 0, "non-negative")
   if formula not in _FORMULAS:
     raise ValueError(f"`formula` must be one of {_FORMULAS}, got {formula!r}.")
+  if zero_gradient_trust_ratio not in _ZERO_GRADIENT_TRUST_RATIOS:
+    raise ValueError(
+        "`zero_gradient_trust_ratio` must be one of "
+        f"{_ZERO_GRADIENT_TRUST_RATIOS}, got {zero_gradient_trust_ratio!r}.")
+  ratio_bounds = _check_bounds("ratio_bounds", ratio_bounds)
+  weight_norm_bounds = _check_bounds("weight_norm_bounds", weight_norm_bounds)
   if not isinstance(trust_clip, bool):
     raise ValueError(f"`trust_clip` must be a bool, got {trust_clip!r}.")
   if trust_clip and learning_rate is None:
@@ -232,6 +296,22 @@ def scale_by_lars(
     return ScaleByLarsState(
         count=jnp.zeros([], jnp.int32),
         trust_ratio=jax.tree.unflatten(jax.tree.structure(params), ratios))
+
+  def layer_trust_ratio(w, g, u, beta, decayed, k):
+    """lambda of one layer from its weights w, gradient g and u = g + beta w."""
+    w_norm = _numerics.layer_norm(w, k, axis_name)
+    # With decay the denominator stays positive at g = 0, so "one" needs ||g||.
+    one_at_zero_gradient = decayed and zero_gradient_trust_ratio == "one"
+    if formula == "paper" or one_at_zero_gradient:
+      g_norm = _numerics.layer_norm(g, k, axis_name)
+    if formula == "paper":
+      d_norm = g_norm + beta * w_norm if decayed else g_norm
+    else:
+      d_norm = _numerics.layer_norm(u, k, axis_name)
+    return _trust_ratio(
+        w_norm, d_norm, trust_coefficient, eps,
+        g_norm=g_norm if one_at_zero_gradient else None,
+        ratio_bounds=ratio_bounds, weight_norm_bounds=weight_norm_bounds)
 
   def update_fn(updates, state, params=None):
     if params is None:
@@ -255,14 +335,7 @@ def scale_by_lars(
       u = g_ + beta * w_ if decayed else g_
       ratio = jnp.ones(w.shape[:k], _ratio_dtype(w))
       if adapted:
-        w_norm = _numerics.layer_norm(w_, k, axis_name)
-        if formula == "paper":
-          d_norm = _numerics.layer_norm(g_, k, axis_name)
-          if decayed:
-            d_norm = d_norm + beta * w_norm
-        else:
-          d_norm = _numerics.layer_norm(u, k, axis_name)
-        ratio = _trust_ratio(w_norm, d_norm, trust_coefficient, eps)
+        ratio = layer_trust_ratio(w_, g_, u, beta, decayed, k)
         if trust_clip:
           ratio = _larc_clip(ratio, gamma)
       ratios.append(ratio)
@@ -293,6 +366,9 @@ def lars(
     layer_axes: Any = None,
     axis_name: _numerics.AxisName = None,
     mu_dtype: Optional[jax.typing.DTypeLike] = None,
+    ratio_bounds: Optional[tuple[float, float]] = None,
+    weight_norm_bounds: Optional[tuple[float, float]] = None,
+    zero_gradient_trust_ratio: str = "formula",
 ) -> optax.GradientTransformationExtraArgs:
   r"""The LARS optimizer (Algorithm 1 of You, Gitman and Ginsburg, 2017).
 
@@ -336,6 +412,14 @@ def lars(
     axis_name: mapped axis over which params are sharded inside
       ``shard_map``/``pmap``, see :func:`scale_by_lars`.
     mu_dtype: dtype of the momentum buffer (default: that of the params).
+    ratio_bounds: ``(low, high)`` that :math:`\lambda_l` is clipped to
+      (DeepSpeed's ``min_coeff``/``max_coeff``), or None.
+    weight_norm_bounds: ``(low, high)`` that :math:`\|w_l\|` is clipped to
+      in the numerator (the LAMB paper's :math:`\phi`), or None.
+    zero_gradient_trust_ratio: :math:`\lambda_l` where :math:`g_l = 0` and
+      the layer is decayed: ``"formula"`` (default, :math:`\eta / \beta`,
+      as optax.lars) or ``"one"`` (timm's ``Lars``, the MLPerf reference).
+      See :func:`scale_by_lars` for all three.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`, the chain
@@ -344,7 +428,9 @@ def lars(
   Raises:
     ValueError: when built with a negative learning rate (for a schedule: at
       step 0), momentum outside [0, 1), negative weight decay or eps, a
-      non-positive trust coefficient or an unknown formula.
+      non-positive trust coefficient, an unknown formula or
+      ``zero_gradient_trust_ratio``, or bounds that are not a pair with
+      ``0 <= low <= high``.
 
   Example:
     >>> import jax
@@ -389,6 +475,9 @@ def lars(
           learning_rate=learning_rate if trust_clip else None,
           layer_axes=layer_axes,
           axis_name=axis_name,
+          ratio_bounds=ratio_bounds,
+          weight_norm_bounds=weight_norm_bounds,
+          zero_gradient_trust_ratio=zero_gradient_trust_ratio,
       ),
       # 2. times -gamma_t: the learning rate goes in BEFORE momentum, ...
       optax.scale_by_learning_rate(learning_rate),
