@@ -1,11 +1,14 @@
-"""LARS (Layer-wise Adaptive Rate Scaling) for optax.
+"""LARS (Layer-wise Adaptive Rate Scaling) and LAMB for optax.
 
 You, Gitman and Ginsburg, "Scaling SGD Batch Size to 32K for ImageNet
 Training", Technical Report UCB/EECS-2017-156, 2017 (arXiv:1708.03888).
+You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+minutes", ICLR 2020 (arXiv:1904.00962).
 """
 
 from lars_optax._diagnostics import trust_ratios
 from lars_optax._diagnostics import trust_ratios_by_name
+from lars_optax._lamb import lamb
 from lars_optax._lars import lars
 from lars_optax._lars import scale_by_lars
 from lars_optax._lars import ScaleByLarsState
@@ -21,6 +24,7 @@ __all__ = (
     "LarsPreset",
     "ScaleByLarsState",
     "exclude_bias_and_norm",
+    "lamb",
     "lars",
     "mask_by_name",
     "mlperf_resnet50_lars",

@@ -13,16 +13,18 @@ def _is_lars_state(x: Any) -> bool:
 
 
 def trust_ratios(opt_state: Any) -> Any:
-  """The per-layer trust ratios (lambda) of the last LARS update.
+  """The per-layer trust ratios (lambda) of the last LARS or LAMB update.
 
-  Walks any optimizer state, so the LARS state is found inside
+  Walks any optimizer state, so the state of :func:`~lars_optax.lars`,
+  :func:`~lars_optax.lamb` or :func:`~lars_optax.scale_by_lars` is found inside
   :func:`optax.chain` tuples, :func:`optax.masked`,
   :func:`optax.inject_hyperparams`, :class:`optax.MultiSteps`,
   :func:`optax.apply_if_finite` and the like.
 
   Args:
     opt_state: an optimizer state containing exactly one
-      :class:`~lars_optax.ScaleByLarsState`.
+      :class:`~lars_optax.ScaleByLarsState` (LAMB's trust ratio is a
+      ``scale_by_lars`` step too, so its state holds one).
 
   Returns:
     A pytree shaped like the params of float32 arrays (scalars, or the layer
@@ -30,8 +32,9 @@ def trust_ratios(opt_state: Any) -> Any:
     Before the first update every ratio is 1.0.
 
   Raises:
-    ValueError: if the state holds no LARS state, or more than one (then
-      pass the relevant sub-state, e.g. ``opt_state.inner_states['a']``).
+    ValueError: if the state holds no LARS/LAMB state, or more than one
+      (then pass the relevant sub-state, e.g.
+      ``opt_state.inner_states['a']``).
 
   Example:
     >>> import jax.numpy as jnp
@@ -49,7 +52,8 @@ def trust_ratios(opt_state: Any) -> Any:
   if not found:
     raise ValueError(
         "No LARS state (ScaleByLarsState) in this optimizer state: was it "
-        "built with lars_optax.lars or lars_optax.scale_by_lars?"
+        "built with lars_optax.lars, lars_optax.lamb or "
+        "lars_optax.scale_by_lars?"
     )
   if len(found) > 1:
     raise ValueError(
@@ -65,7 +69,7 @@ def trust_ratios_by_name(opt_state: Any) -> dict[str, jax.Array]:
   Convenient for logging (one scalar per layer, e.g. ``'conv1/kernel'``).
 
   Args:
-    opt_state: an optimizer state containing one LARS state.
+    opt_state: an optimizer state containing one LARS or LAMB state.
 
   Returns:
     A dict from parameter name to its float32 trust ratio array.
