@@ -30,8 +30,9 @@ test: venv
 # The library's tests at its declared floors (pyproject.toml), in a separate
 # environment without flax or tfds (CI runs it after `make test`).
 FLOOR_VENV := .venv-floors
-LIBRARY_TESTS := tests/test_lars.py tests/test_numerics.py tests/test_masks.py \
-  tests/test_schedules.py tests/test_diagnostics.py tests/test_sharding.py
+LIBRARY_TESTS := tests/test_lars.py tests/test_lamb.py tests/test_numerics.py \
+  tests/test_masks.py tests/test_schedules.py tests/test_diagnostics.py \
+  tests/test_sharding.py
 test-floors:
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python -m pip install -q "jax==0.4.25" "jaxlib==0.4.25" \

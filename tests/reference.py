@@ -1,7 +1,10 @@
-"""Algorithm 1 of You, Gitman and Ginsburg (2017), transcribed in NumPy.
+"""LARS and LAMB as their papers and timm write them, transcribed in NumPy.
 
-Independent of lars_optax (float64, no JAX): the reference the tests compare
-the library with. Per layer l (one parameter leaf), step t:
+Independent of lars_optax (float64, no JAX): the references the tests compare
+the library with.
+
+LARS, Algorithm 1 of You, Gitman and Ginsburg (2017). Per layer l (one
+parameter leaf), step t:
 
     lambda_l = eta * ||w_l|| / (||g_l|| + beta * ||w_l|| + eps)   "paper"
     lambda_l = eta * ||w_l|| / (||g_l + beta * w_l|| + eps)         "combined"
@@ -14,12 +17,32 @@ rate gamma_t * lambda_l becomes min(lambda_l, gamma_t).
 
 `timm_lars_steps` transcribes timm's Lars loop instead (learning rate outside
 the momentum buffer), the peer the clip is checked against.
+
+LAMB, Algorithm 2 of You et al. (2019, "Large Batch Optimization for Deep
+Learning: Training BERT in 76 minutes"), in `lamb_steps`; timm's Lamb with
+its global gradient clipping and param groups in `timm_lamb_steps`.
+
+The peers' switches, in both: `ratio_bounds` clips lambda (DeepSpeed's
+min/max coefficients), `weight_norm_bounds` clips ||w|| in the numerator (the
+LAMB paper's phi), and `zero_gradient="one"` sets lambda = 1 where the
+gradient (LAMB: Adam's direction) is zero (timm's Lars, MLPerf). Neither
+bound applies where lambda is the 1 of a zero norm.
 """
 
 import numpy as np
 
 
-def trust_ratio(w, g, *, weight_decay, trust_coefficient, eps, formula):
+def bound(value, bounds):
+  """min(max(value, low), high); the value itself for bounds None."""
+  if bounds is None:
+    return value
+  low, high = bounds
+  return min(max(value, low), high)
+
+
+def trust_ratio(w, g, *, weight_decay, trust_coefficient, eps, formula,
+                ratio_bounds=None, weight_norm_bounds=None,
+                zero_gradient="formula"):
   w = np.asarray(w, np.float64)
   g = np.asarray(g, np.float64)
   w_norm = np.linalg.norm(w.ravel())
@@ -29,17 +52,18 @@ def trust_ratio(w, g, *, weight_decay, trust_coefficient, eps, formula):
     d_norm = np.linalg.norm((g + weight_decay * w).ravel())
   else:
     raise ValueError(formula)
-  if w_norm == 0 or d_norm == 0:
-    ratio = 1.0
-  else:
-    ratio = trust_coefficient * w_norm / (d_norm + eps)
-  return ratio
+  numerator = bound(w_norm, weight_norm_bounds)
+  if numerator == 0 or d_norm == 0:
+    return 1.0
+  if zero_gradient == "one" and np.linalg.norm(g.ravel()) == 0:
+    return 1.0
+  return bound(trust_coefficient * numerator / (d_norm + eps), ratio_bounds)
 
 
 def lars_steps(params, grads_fn, learning_rate, num_steps, *, weight_decay=0.0,
                momentum=0.9, trust_coefficient=0.001, eps=0.0, nesterov=False,
                formula="paper", weight_decay_mask=None, trust_ratio_mask=None,
-               trust_clip=False):
+               trust_clip=False, **switches):
   """Runs Algorithm 1 on a dict of arrays.
 
   Args:
@@ -49,6 +73,8 @@ def lars_steps(params, grads_fn, learning_rate, num_steps, *, weight_decay=0.0,
     num_steps: number of steps.
     weight_decay_mask, trust_ratio_mask: dict name -> bool (default all True).
     trust_clip: LARC clipping, the layer's learning rate min(lambda, gamma_t).
+    **switches: ratio_bounds, weight_norm_bounds, zero_gradient (see the
+      module docstring).
     (other arguments as in the paper; see the module docstring.)
 
   Returns:
@@ -68,7 +94,7 @@ def lars_steps(params, grads_fn, learning_rate, num_steps, *, weight_decay=0.0,
       if (trust_ratio_mask or {}).get(k, True):
         lam = trust_ratio(w[k], g, weight_decay=beta,
                           trust_coefficient=trust_coefficient, eps=eps,
-                          formula=formula)
+                          formula=formula, **switches)
       else:
         lam = 1.0
       local_rate = min(lam, gamma) if trust_clip else gamma * lam
@@ -122,5 +148,105 @@ def timm_lars_steps(params, grads_fn, learning_rate, num_steps, *,
       g = (g + weight_decay * w[k]) * ratio
       buf[k] = momentum * buf[k] + g
       w[k] = w[k] - learning_rate * buf[k]
+    history.append({k: x.copy() for k, x in w.items()})
+  return history
+
+
+def lamb_steps(params, grads_fn, learning_rate, num_steps, *, b1=0.9, b2=0.999,
+               eps=1e-6, weight_decay=0.0, weight_decay_mask=None,
+               trust_ratio_mask=None, ratio_bounds=None,
+               weight_norm_bounds=None, zero_gradient="formula"):
+  """Runs Algorithm 2 (LAMB) of You et al. (2019) on a dict of arrays.
+
+  Per layer l, step t = 1, 2, ... (phi = clip to weight_norm_bounds):
+
+      m <- b1 * m + (1 - b1) * g;   v <- b2 * v + (1 - b2) * g**2
+      r = (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
+      u = r + beta * w
+      w <- w - gamma_t * phi(||w||) / ||u|| * u
+
+  The paper leaves phi(||w||) / ||u|| undefined where a norm is 0; like every
+  implementation this one uses 1 there.
+
+  Returns:
+    (list of params dicts after each step, list of {name: lambda} per step).
+  """
+  w = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(x) for k, x in w.items()}
+  v = {k: np.zeros_like(x) for k, x in w.items()}
+  history, ratios = [], []
+  for t in range(num_steps):
+    gamma = learning_rate(t) if callable(learning_rate) else learning_rate
+    grads = grads_fn(t, w)
+    step_ratios = {}
+    for k in w:
+      g = np.asarray(grads[k], np.float64)
+      m[k] = b1 * m[k] + (1 - b1) * g
+      v[k] = b2 * v[k] + (1 - b2) * g * g
+      r = (m[k] / (1 - b1 ** (t + 1))) / (
+          np.sqrt(v[k] / (1 - b2 ** (t + 1))) + eps)
+      beta = weight_decay if (weight_decay_mask or {}).get(k, True) else 0.0
+      u = r + beta * w[k]
+      lam = 1.0
+      if (trust_ratio_mask or {}).get(k, True):
+        numerator = bound(np.linalg.norm(w[k]), weight_norm_bounds)
+        u_norm = np.linalg.norm(u)
+        zero_direction = zero_gradient == "one" and np.linalg.norm(r) == 0
+        if numerator > 0 and u_norm > 0 and not zero_direction:
+          lam = bound(numerator / u_norm, ratio_bounds)
+      step_ratios[k] = lam
+      w[k] = w[k] - gamma * lam * u
+    history.append({k: x.copy() for k, x in w.items()})
+    ratios.append(step_ratios)
+  return history, ratios
+
+
+def timm_lamb_steps(params, grads_fn, learning_rate, num_steps, *,
+                    betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                    max_grad_norm=1.0, trust_clip=False, always_adapt=False,
+                    no_weight_decay=()):
+  """timm's Lamb.step (optim/lamb.py) with its other defaults, per leaf.
+
+  Leaves named in ``no_weight_decay`` form a second param group with
+  weight decay 0, as timm's param_groups_weight_decay makes for biases and
+  norms. Each step:
+
+      c = max(||all gradients|| / max_grad_norm, 1); g <- g / c
+      m <- b1 * m + (1 - b1) * g;   v <- b2 * v + (1 - b2) * g**2
+      u = (m / (1 - b1**t)) / (sqrt(v) / sqrt(1 - b2**t) + eps) + wd * w
+      if wd != 0 or always_adapt:
+        q = ||w|| / ||u|| where both norms are positive, else 1
+        q = min(q, 1) with trust_clip (LAMBC)
+        u <- q * u
+      w <- w - lr * u
+  """
+  b1, b2 = betas
+  w = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(x) for k, x in w.items()}
+  v = {k: np.zeros_like(x) for k, x in w.items()}
+  history = []
+  for t in range(1, num_steps + 1):
+    grads = {k: np.asarray(g, np.float64)
+             for k, g in grads_fn(t - 1, w).items()}
+    clip = 1.0
+    if max_grad_norm is not None:
+      global_norm = np.sqrt(sum(np.sum(g * g) for g in grads.values()))
+      clip = max(global_norm / max_grad_norm, 1.0)
+    for k in w:
+      g = grads[k] / clip
+      m[k] = b1 * m[k] + (1 - b1) * g
+      v[k] = b2 * v[k] + (1 - b2) * g * g
+      u = (m[k] / (1 - b1 ** t)) / (
+          np.sqrt(v[k]) / np.sqrt(1 - b2 ** t) + eps)
+      wd = 0.0 if k in no_weight_decay else weight_decay
+      if wd != 0:
+        u = u + wd * w[k]
+      if wd != 0 or always_adapt:
+        w_norm, u_norm = np.linalg.norm(w[k]), np.linalg.norm(u)
+        q = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+        if trust_clip:
+          q = min(q, 1.0)
+        u = q * u
+      w[k] = w[k] - learning_rate * u
     history.append({k: x.copy() for k, x in w.items()})
   return history
