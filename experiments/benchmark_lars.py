@@ -1,9 +1,10 @@
-"""Speed of one LARS step on a ResNet-50-shaped and a deep transformer-shaped tree.
+"""Speed of one LARS (and LAMB) step on a ResNet-50-shaped and a deep transformer-shaped tree.
 
 Times one jitted, donated optimizer step (update + apply_updates) for
 lars_optax.lars, optax.lars, a minimal plain-jnp LARS (the floor for any
-LARS on this backend), optax.sgd(momentum=0.9) and a plain ``p - lr * g``
-step, on two float32 trees: the 161 leaves (25.6M parameters) of ResNet-50,
+LARS on this backend), lars_optax.lamb, optax.lamb,
+optax.sgd(momentum=0.9) and a plain ``p - lr * g`` step, on two float32
+trees: the 161 leaves (25.6M parameters) of ResNet-50,
 and a 64-block transformer (1,029 leaves, 12.9M parameters) that shows how
 step and compile time grow with the number of leaves. Runs are interleaved
 (one of each per round, in rotating order) and the median over rounds is
@@ -129,6 +130,8 @@ def optimizers(learning_rate=0.1):
       "optax_lars": optax.lars(learning_rate, weight_decay=1e-4, momentum=0.9),
       "lars_minimal": minimal_lars(learning_rate, weight_decay=1e-4, momentum=0.9),
       "sgd_momentum": optax.sgd(learning_rate, momentum=0.9),
+      "lars_optax_lamb": lars_optax.lamb(1e-3 * learning_rate, weight_decay=1e-2),
+      "optax_lamb": optax.lamb(1e-3 * learning_rate, weight_decay=1e-2),
   }
 
 
@@ -249,7 +252,8 @@ def measure(tree: str, rounds: int, warmup: int, compile_repeats: int,
   shapes = TREES[tree]()
   num_params = sum(int(np.prod(s)) for s in shapes.values())
   grads = make_tree(shapes, seed=1)
-  names = ["lars_optax", "optax_lars", "lars_minimal", "sgd_momentum", "plain"]
+  names = ["lars_optax", "optax_lars", "lars_minimal", "lars_optax_lamb",
+           "optax_lamb", "sgd_momentum", "plain"]
   compile_s = compile_seconds(shapes, grads, names[:-1], compile_repeats)
   times, launches = step_milliseconds(shapes, grads, names, rounds, warmup,
                                      profile_dir)
@@ -278,6 +282,10 @@ def measure(tree: str, rounds: int, warmup: int, compile_repeats: int,
               compile_s["lars_optax"] / compile_s["lars_minimal"],
           "compile_ours_over_optax_lars":
               compile_s["lars_optax"] / compile_s["optax_lars"],
+          "optax_lamb_over_our_lamb": ms["optax_lamb"] / ms["lars_optax_lamb"],
+          "compile_our_lamb_over_optax_lamb":
+              compile_s["lars_optax_lamb"] / compile_s["optax_lamb"],
+          "our_lamb_over_sgd_momentum": ms["lars_optax_lamb"] / ms["sgd_momentum"],
       },
       "ours_over_lars_minimal_per_round_quartiles":
           statistics.quantiles(paired, n=4),
@@ -326,7 +334,7 @@ def main():
           "interleaved rounds")
     for name, ms in r["median_step_ms"].items():
       compile_s = r["compile_s"].get(name)
-      print(f"  {name:13s} {ms:8.2f} ms  {r['kernels_per_step'][name]:5d} "
+      print(f"  {name:15s} {ms:8.2f} ms  {r['kernels_per_step'][name]:5d} "
             f"kernels, {r['host_transfers_per_step'][name]} host transfers, "
             f"{r['host_synchronizations_per_step'][name]} host syncs" + (
           f"   compile {compile_s:6.2f} s" if compile_s else ""))
