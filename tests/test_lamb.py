@@ -747,11 +747,11 @@ def test_trains_the_readme_problem_as_far_as_optax_lamb(masks):
   kw = dict(weight_decay=1e-4)
   mask = lars_optax.exclude_bias_and_norm if masks else None
   ours = _minimise(loss, params, lars_optax.lamb(
-      2e-2, weight_decay_mask=mask, trust_ratio_mask=mask, **kw), 300)
-  theirs = _minimise(loss, params, optax.lamb(2e-2, mask=mask, **kw), 300)
+      1e-2, weight_decay_mask=mask, trust_ratio_mask=mask, **kw), 300)
+  theirs = _minimise(loss, params, optax.lamb(1e-2, mask=mask, **kw), 300)
   start, ours, theirs = float(loss(params)), float(loss(ours)), float(loss(theirs))
-  assert ours < 0.1 * start, (start, ours, theirs)
-  if masks:  # the recipe: biases take Adam steps, so the two differ
-    assert ours < 1.5 * theirs, (start, ours, theirs)
-  else:  # the same update: the same loss up to float32 rounding
-    assert ours == pytest.approx(theirs, rel=1e-3)
+  assert ours < 0.03 * start, (start, ours, theirs)
+  # Without masks the updates are equal (tested step for step above), but
+  # float32 differences of other jax/optax versions grow in the last 100
+  # steps, to a few per cent of the loss: "as far", not "equal".
+  assert ours < 1.2 * theirs, (start, ours, theirs)
