@@ -16,14 +16,15 @@ SIGTERM or Ctrl-C saves a checkpoint after the step under way and stops
 (exit status 128 + the signal); a second run on a workdir in use stops at once.
 """
 import os
-import re
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments.cli import check_config_overrides
 from experiments.cli import fail
+from experiments.cli import fail_to_load_config
 from experiments.cli import quiet_libraries
 
 FLAGS = flags.FLAGS
@@ -45,18 +46,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with its errors as one line."""
+  """absl's flag parsing, with a user's mistake as one line."""
+  check_config_overrides(argv, FLAGS["config"])
   try:
     return FLAGS(argv)
   except flags.Error as error:
     fail(str(error))
-  except AttributeError as error:  # ml_collections: an unknown --config.KEY
-    match = re.search(r'Did you mean "(.+?)" instead of "(.+?)"', str(error))
-    if match is None:
-      raise
-    fail(f"unknown config key {match.group(2)!r}; did you mean "
-         f"{match.group(1)!r}? (python -m experiments.main --helpfull lists "
-         "the flags; the config file lists its keys)")
   raise AssertionError("unreachable")
 
 
@@ -84,9 +79,7 @@ def main(argv):
   try:
     config.to_json()  # the config file is loaded lazily
   except OSError as error:
-    reason = str(error.__cause__ or error).strip().splitlines()[-1]
-    fail(f"cannot load the config file {FLAGS['config'].config_filename}: "
-         f"{reason.strip()}")
+    fail_to_load_config(FLAGS["config"].config_filename, error)
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.coordinator_address is not None or FLAGS.num_processes is not None:
     # Before any other JAX call.

@@ -1,12 +1,17 @@
 """What a run logs: metrics.jsonl, TensorBoard events, the progress bar.
 
 ``metrics.jsonl`` holds one JSON record a line, ``{"step", "kind", ...values}``
-with kind ``"train"``, ``"eval"`` or ``"validation"``; TensorBoard gets the same
-values as ``<kind>/<key>`` scalars. Both are written by process 0 only.
+with kind ``"train"``, ``"eval"`` or ``"validation"``; ``read_records`` reads
+it back for everyone who needs it. TensorBoard gets the same values as
+``<kind>/<key>`` scalars through tensorboardX's ``SummaryWriter``. Both are
+written by process 0 only.
 
-A resumed run first drops what the killed run logged after its checkpoint (in
-both files), so that a run killed and resumed logs every step exactly once,
-as an uninterrupted run does.
+A resumed run first drops from metrics.jsonl what the killed run logged after
+its checkpoint, and opens its TensorBoard writer with ``purge_step`` at the
+checkpoint's step, so that TensorBoard hides what the killed run logged from
+there on (the records kept at that step are written again). A run killed and
+resumed thus shows every step exactly once, as an uninterrupted run does;
+no event file is rewritten.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -33,29 +39,18 @@ def params_checksum(params) -> tuple[float, str]:
   return float(sum(np.sum(x, dtype=np.float64) for x in leaves)), digest.hexdigest()
 
 
-def _truncate_event_files(directory: str, keep: Callable[[int, str], bool]) -> None:
-  """Rewrites TensorBoard event files, keeping the summaries keep(step, tag) accepts."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.isdir(directory):
-    return
-  for name in tf.io.gfile.listdir(directory):
-    path = os.path.join(directory, name)
-    if "tfevents" not in name or name.endswith(".tmp"):
-      continue
-    records = []
-    try:
-      for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
-        event = event_pb2.Event.FromString(raw)
-        tags = [v.tag for v in event.summary.value]
-        if not tags or all(keep(event.step, tag) for tag in tags):
-          records.append(raw)
-    except tf.errors.DataLossError:
-      pass  # a record cut by a kill
-    with tf.io.TFRecordWriter(path + ".tmp") as writer:
-      for raw in records:
-        writer.write(raw)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+def read_records(path: str) -> list[dict[str, Any]]:
+  """The records of a metrics.jsonl, in order (a line cut by a kill is skipped)."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
 
 
 class MetricsWriter:
@@ -70,36 +65,34 @@ class MetricsWriter:
     if not enabled:
       return
 
-    def keep(step: int, kind: str) -> bool:  # what a killed run logged before the checkpoint
+    def keep(record) -> bool:  # what a killed run logged up to its checkpoint
+      step = record.get("step", 0)
       return step < start_step or (step == start_step and not (
-          redo_eval_at_start and kind in ("eval", "validation")))
+          redo_eval_at_start and record.get("kind") in ("eval", "validation")))
 
-    kept = []
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        for line in f:
-          try:
-            record = json.loads(line)
-          except json.JSONDecodeError:
-            continue  # a line cut by a kill
-          if keep(record.get("step", 0), record.get("kind")):
-            kept.append(line if line.endswith("\n") else line + "\n")
+    kept = [record for record in read_records(self.path) if keep(record)]
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
-      f.writelines(kept)
+      f.writelines(json.dumps(record) + "\n" for record in kept)
     os.replace(tmp, self.path)
     self._file = open(self.path, "a")
     if tensorboard:
-      # tf.summary.write with the "scalars" plugin metadata: what
-      # tf.summary.scalar writes, without needing the tensorboard package.
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
-      self._tf = tf
-      self._scalar_metadata = summary_pb2.SummaryMetadata()
-      self._scalar_metadata.plugin_data.plugin_name = "scalars"
-      tb_dir = os.path.join(workdir, "tensorboard")
-      _truncate_event_files(tb_dir, lambda step, tag: keep(step, tag.split("/")[0]))
-      self._tb = tf.summary.create_file_writer(tb_dir)
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      # A new event file; TensorBoard drops the earlier files' events at steps
+      # >= purge_step. Its name ends in the start step, so that two files
+      # opened in the same second load in the order they were written.
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                               purge_step=start_step,
+                               filename_suffix=f".{start_step:010d}")
+      for record in kept:
+        if record["step"] == start_step:
+          self._write_scalars(record)
+
+  def _write_scalars(self, record: Mapping[str, Any]) -> None:
+    for key, value in record.items():
+      if key not in ("step", "kind"):
+        self._tb.add_scalar(f"{record['kind']}/{key}", float(value),
+                            global_step=int(record["step"]))
 
   def write(self, step: int, kind: str, values: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -109,18 +102,13 @@ class MetricsWriter:
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     if self._tb is not None:
-      with self._tb.as_default(step=int(step)):
-        for key, value in values.items():
-          self._tf.summary.write(
-              f"{kind}/{key}", self._tf.constant(float(value), self._tf.float32),
-              metadata=self._scalar_metadata)
+      self._write_scalars(record)
 
   def close(self) -> None:
     if self._file is not None:
       self._file.close()
       self._file = None
     if self._tb is not None:
-      self._tb.flush()
       self._tb.close()
       self._tb = None
 

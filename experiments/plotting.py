@@ -1,22 +1,21 @@
 """Training curves from metrics.jsonl: loss, accuracy, learning rate, trust ratios."""
 from __future__ import annotations
 
-import json
 from collections import defaultdict
+
+from experiments import metrics
 
 
 def read_metrics(path: str) -> tuple[dict[str, list], dict[str, list]]:
   """{key: [(step, value)]} for the train and the eval records."""
   train, evaluation = defaultdict(list), defaultdict(list)
-  with open(path) as f:
-    for line in f:
-      record = json.loads(line)
-      if record.get("kind") == "validation":  # runs with a holdout: not plotted
-        continue
-      target = evaluation if record.get("kind") == "eval" else train
-      for key, value in record.items():
-        if key not in ("step", "kind"):
-          target[key].append((record["step"], value))
+  for record in metrics.read_records(path):
+    if record.get("kind") == "validation":  # runs with a holdout: not plotted
+      continue
+    target = evaluation if record.get("kind") == "eval" else train
+    for key, value in record.items():
+      if key not in ("step", "kind"):
+        target[key].append((record["step"], value))
   return train, evaluation
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import lars_optax
 from experiments import benchmark_lars
-from experiments import benchmark_train
+from experiments.benchmarks import benchmark_train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -75,12 +75,13 @@ def test_kernels_are_counted_and_host_transfers_and_syncs_found():
   assert benchmark_lars.kernels(compiled)["host_synchronizations"] == 1
 
 
+@pytest.mark.slow
 def test_training_benchmark_needs_no_tfds():
   """The GPU machine has no tfds: a synthetic-data step must not load it."""
   script = (
       "import sys\n"
       "sys.modules['tensorflow_datasets'] = None  # importing it raises\n"
-      "from experiments import benchmark_train\n"
+      "from experiments.benchmarks import benchmark_train\n"
       "step, state, data = benchmark_train._setup('cnn', 'jit', 'lars', 8, "
       "'float32')\n"
       "benchmark_train._step(step, state, data)\n")
@@ -90,6 +91,7 @@ def test_training_benchmark_needs_no_tfds():
   assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["jit", "pmap"])
 def test_training_benchmark_times_both_optimizers_alike(loop):
   point = benchmark_train.measure("cnn_tiny", loop, 16, steps=3, warmup=1,
@@ -102,10 +104,11 @@ def test_training_benchmark_times_both_optimizers_alike(loop):
   assert point["lars_over_sgd"] == pytest.approx(median["lars"] / median["sgd"])
 
 
+@pytest.mark.slow
 def test_gpu_evidence_script_runs_its_stages_here(tmp_path):
-  """experiments/gpu_evidence.sh, dry run on the CPU: the files it names
-  exist, its train stage writes the JSON, and a wrong stage is one line."""
-  script = REPO / "experiments" / "gpu_evidence.sh"
+  """experiments/benchmarks/gpu_evidence.sh, dry run on the CPU: the files it
+  names exist, its train stage writes the JSON, and a wrong stage is one line."""
+  script = REPO / "experiments" / "benchmarks" / "gpu_evidence.sh"
   for name in re.findall(r"tests/\w+\.py", script.read_text()):
     assert (REPO / name).is_file(), name
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", OUT=str(tmp_path),

@@ -23,6 +23,8 @@ from experiments import checkpoints
 from experiments import train
 from experiments.configs import tiny
 
+pytestmark = pytest.mark.slow  # subprocesses (a SIGKILL), real data, runs trained twice
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOTAL_STEPS = 40
 KILL_AFTER_CHECKPOINT = 8

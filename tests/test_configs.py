@@ -76,6 +76,7 @@ def test_recipe_has_the_papers_values(name):
   assert math.isclose(float(schedule.fn(schedule.warmup_steps)), peak, rel_tol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_runs_two_steps_on_mock_imagenet(name, tmp_path, compilation_cache):
   config = load(name).get_config()

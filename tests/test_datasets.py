@@ -34,6 +34,7 @@ def real_data(tmp_path_factory):
   return config, datasets.prepare(config)
 
 
+@pytest.mark.slow
 def test_prepare_fashion_mnist_from_shared_files(real_data):
   config, info = real_data
   assert info == datasets.DatasetInfo(

@@ -31,6 +31,7 @@ def summary(tmp_path_factory):
   return out, result
 
 
+@pytest.mark.slow
 def test_arrays_have_one_value_per_step_and_layer(summary):
   out, result = summary
   layers = result["layers"]
@@ -46,6 +47,7 @@ def test_arrays_have_one_value_per_step_and_layer(summary):
   assert result["first_iteration_spread_kernels"]["factor"] >= 1.0
 
 
+@pytest.mark.slow
 def test_lambda_is_the_papers_formula_of_the_recorded_norms(summary):
   _, result = summary
   config = tiny_config()
@@ -66,6 +68,7 @@ def test_lambda_is_the_papers_formula_of_the_recorded_norms(summary):
   assert checked >= NUM_STEPS * 5
 
 
+@pytest.mark.slow
 def test_files_are_written(summary):
   out, result = summary
   png = out / "trust_ratio_diagnostics.png"

@@ -35,6 +35,7 @@ def _concat(batches):
 # Real data.
 
 
+@pytest.mark.slow
 def test_real_process_slices_read_only_their_records(fashion_mnist_data_dir):
   """Uncached reads (data source __getitems__) equal the cached fast path."""
   cached_config = dict(name="fashion_mnist", data_dir=fashion_mnist_data_dir,

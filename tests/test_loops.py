@@ -3,7 +3,7 @@ jit with shardings and pmap reach the parameters of one device on the same
 global batches, and FSDP-style sharding really shards.
 
 On the 8 fake CPU devices of the test suite, and on one GPU (the device
-check, experiments/gpu_evidence.sh), where the loops run on one device.
+check, experiments/benchmarks/gpu_evidence.sh), where the loops run on one device.
 """
 import jax
 import numpy as np
@@ -56,6 +56,7 @@ def _assert_trees_close(actual, expected, rtol=2e-4, atol=2e-6):
                                atol=atol, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_norm", ["global", "per_device"])
 def test_loops_match_one_device(batch_norm):
   num_steps = 3

@@ -10,7 +10,10 @@ import subprocess
 import sys
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
+from experiments import cli
 from experiments import resume
 from experiments.configs import tiny
 
@@ -39,6 +42,7 @@ def assert_one_line_error(result, *fragments):
     assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_a_run_shows_one_line_of_preparation_progress_and_a_summary(tmp_path):
   """A first run: the dataset is prepared (one line), trained, summarised."""
   if not (SHARED_DATASETS / "fashion_mnist").is_dir():
@@ -63,32 +67,69 @@ def test_a_run_shows_one_line_of_preparation_progress_and_a_summary(tmp_path):
     assert any(line.endswith(str(workdir / name)) for line in summary[1:]), summary
 
 
+@pytest.mark.slow
 def test_unknown_config_key_suggests_the_nearest(tmp_path):
   result = main("--config.lerning_rate=1", workdir=tmp_path)
-  assert_one_line_error(result, "'lerning_rate'", "did you mean", "learning_rate")
+  assert_one_line_error(result, "unknown config key 'lerning_rate'",
+                        "did you mean", "learning_rate")
 
 
+@pytest.mark.slow
+def test_unknown_config_key_without_a_close_one(tmp_path):
+  result = main("--config.grad_accum_steps=4", workdir=tmp_path)
+  assert_one_line_error(result, "unknown config key 'grad_accum_steps'",
+                        "experiments/configs/tiny.py")
+  assert "Traceback" not in result.stderr
+
+
+# ml_collections loads config files with importlib's deprecated load_module().
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+def test_config_keys_are_checked_against_the_config(capsys):
+  """The check itself, in this process: a dotted key walks the config."""
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values)
+  argv = ["main", "--config=experiments/configs/tiny.py", "--config.seed=1",
+          "--config.data.manual_dir", "/x", "--noconfig.plot"]
+  cli.check_config_overrides(argv, flag_values["config"])  # all known
+  for key, suggestion in (("data.manul_dir", "did you mean 'data.manual_dir'"),
+                          ("lars.trust_coeficient", "'lars.trust_coefficient'"),
+                          ("seed.value", "error"),  # seed is not a ConfigDict
+                          ("grad_accum_steps", None)):
+    with pytest.raises(SystemExit) as stop:
+      cli.check_config_overrides(argv + [f"--config.{key}=1"],
+                                 flag_values["config"])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: unknown config key '{key}'")
+    assert (suggestion in line) if suggestion else "did you mean" not in line
+
+
+@pytest.mark.slow
 def test_bad_value_names_the_field(tmp_path):
   result = main("--config.global_batch_size=many", workdir=tmp_path)
   assert_one_line_error(result, "global_batch_size", "many")
 
 
+@pytest.mark.slow
 def test_unknown_choice_lists_the_valid_ones(tmp_path):
   result = main("--config.optimizer=adam", workdir=tmp_path)
   assert_one_line_error(result, "optimizer", "'adam'", "lars, optax_lars, sgd")
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_devices(tmp_path):
   result = main("--config.global_batch_size=100", workdir=tmp_path, devices=8)
   assert_one_line_error(result, "global_batch_size=100", "8")
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_dataset(tmp_path, fashion_mnist_data_dir):
   result = main(f"--config.data.data_dir={fashion_mnist_data_dir}",
                 "--config.global_batch_size=4096", workdir=tmp_path)
   assert_one_line_error(result, "global_batch_size=4096", "1024")
 
 
+@pytest.mark.slow
 def test_missing_data_names_the_files_and_where(tmp_path):
   result = main(f"--config.data.data_dir={tmp_path / 'empty'}",
                 f"--config.data.manual_dir={tmp_path / 'nowhere'}",
@@ -96,6 +137,7 @@ def test_missing_data_names_the_files_and_where(tmp_path):
   assert_one_line_error(result, "fashion_mnist", str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_missing_config_file(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   result = subprocess.run(
@@ -105,6 +147,7 @@ def test_missing_config_file(tmp_path):
   assert_one_line_error(result, "configs/nope.py", "No such file")
 
 
+@pytest.mark.slow
 def test_resuming_with_a_result_changing_config_stops(tmp_path):
   """A workdir with checkpoints and a different seed: stop, naming the field."""
   (tmp_path / "checkpoints" / "4").mkdir(parents=True)

@@ -82,6 +82,7 @@ def test_unknown_name_lists_valid_names():
     assert name in str(info.value)
 
 
+@pytest.mark.slow
 def test_init_he_convs_zero_bias_and_zero_init_option():
   model = create_model("cifar_resnet_tiny", num_classes=10, rngs=nnx.Rngs(0))
   assert np.all(np.asarray(model.blocks[0].bn2.scale[...]) == 1.0)  # default: plain
@@ -290,6 +291,7 @@ def test_functional_jitted_train_step_returns_updated_batch_stats():
   assert _forward(trained, images).shape == (16, 10)
 
 
+@pytest.mark.slow
 def test_jit_with_sharded_batch_equals_single_device():
   """Global BN under jit with the batch sharded over 8 devices (GSPMD)."""
   model = create_model("cnn_tiny", num_classes=10, rngs=nnx.Rngs(0))

@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # several processes
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 6
 

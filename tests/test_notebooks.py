@@ -39,6 +39,7 @@ def data_dir(fashion_mnist_data_dir):
   return os.environ.get("LARS_OPTAX_DATA_DIR") or fashion_mnist_data_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_on_small_settings(name, data_dir, tmp_path, monkeypatch):
   if not (MANUAL_DIR / "fashion_mnist").is_dir():

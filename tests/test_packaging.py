@@ -10,6 +10,10 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a wheel build
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # What a build can see in a checkout: the library next to the training side.
 SOURCES = ("pyproject.toml", "README.md", "lars_optax", "experiments", "tests",

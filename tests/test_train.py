@@ -14,7 +14,6 @@ import pytest
 from experiments import datasets
 from experiments import input_pipeline
 from experiments import loops
-from experiments import metrics
 from experiments import train
 from tests.mock_tfds import mock_data
 from tests.test_loops import tiny_config
@@ -33,6 +32,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["jit", "pmap"])
 def test_one_step_each_loop(loop, tmp_path, mock_mnist):
   config = tiny_config(loop=loop, num_train_steps=1, tensorboard=True, plot=True)
@@ -133,37 +133,3 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mock_mnist,
   assert saved and max(saved) == bad_step - 1
   steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
   assert max(steps) == bad_step - 1
-
-
-def _tensorboard_points(directory):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top
-  points = []
-  for name in sorted(os.listdir(directory)):
-    for raw in tf.data.TFRecordDataset(os.path.join(directory, name)).as_numpy_iterator():
-      event = event_pb2.Event.FromString(raw)
-      points += [(v.tag, event.step) for v in event.summary.value]
-  return sorted(points)
-
-
-def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
-  """A killed run's records past the checkpoint go, in both jsonl and TensorBoard."""
-  writer = metrics.MetricsWriter(str(tmp_path), start_step=0, tensorboard=True,
-                                 enabled=True)
-  for step in range(1, 9):
-    writer.write(step, "train", {"loss": float(step)})
-  writer.write(4, "eval", {"accuracy": 0.5})
-  writer.write(8, "eval", {"accuracy": 0.6})
-  writer.close()
-  # Resume from the checkpoint at step 4, whose evaluation is redone.
-  writer = metrics.MetricsWriter(str(tmp_path), start_step=4, tensorboard=True,
-                                 enabled=True, redo_eval_at_start=True)
-  writer.write(4, "eval", {"accuracy": 0.55})
-  writer.write(5, "train", {"loss": 5.5})
-  writer.close()
-  want = ([("train/loss", s) for s in range(1, 6)] + [("eval/accuracy", 4)])
-  assert _tensorboard_points(tmp_path / "tensorboard") == sorted(want)
-  records = read_jsonl(tmp_path / "metrics.jsonl")
-  assert sorted((r["kind"], r["step"]) for r in records) == sorted(
-      (tag.split("/")[0], step) for tag, step in want)
-  assert [r["loss"] for r in records if r["kind"] == "train"][-1] == 5.5

@@ -1,11 +1,14 @@
 r"""The large-batch study: where does LARS hold accuracy that SGD loses?
 
-The driver runs or resumes the whole study (grid, extra seeds, warm-up
-ablation), skipping the runs already in the CSV, and summarises it:
+A run of the study is one training run of a small CNN on Fashion-MNIST at
+one (model, optimizer, batch size, peak learning rate, seed). The driver runs
+or resumes the whole study (grid, extra seeds, warm-up ablation, then study
+2's budget grids), skipping the runs already in
+experiments/results/large_batch.csv, and summarises it:
 
-  python -m experiments.large_batch --manual_dir=../shared/datasets
-  python -m experiments.large_batch --pilot --manual_dir=../shared/datasets
-  python -m experiments.large_batch --summarize
+  python -m experiments.study.run --manual_dir=../shared/datasets
+  python -m experiments.study.run --pilot --manual_dir=../shared/datasets
+  python -m experiments.study.run --summarize
 
 One run of the study on its own (``get_config("MODEL,OPTIMIZER,BATCH,LR[,SEED]")``):
 
@@ -56,39 +59,33 @@ Design (where there was a choice, the choice and its reason):
   get one more value (x2 or x1/2) on that side, up to
   ``MAX_EDGE_EXTENSIONS`` times per side. A grid where no run learns (best
   validation accuracy below ``NO_LEARNING_BELOW``) counts as having its optimum
-  at its low edge. This rule was added after SGD's whole grid at model A's
-  batch 8192 (x1/16 ... x1 of the linearly scaled 6.4) stayed at chance, where
-  the argmax had picked a middle value by noise and no extension followed.
+  at its low edge, since an argmax over runs that all failed picks a value by
+  noise.
 * Seeds: seed 0 over the grid; seeds 1 and 2 at each optimizer's selected
   learning rate at every batch size (and in the ablation): the claim test's
   reference R is the mean test accuracy at batch 128, so it needs seeds
-  there as well as at the large batches (512 is included for a uniform rule,
-  8 short runs).
+  there as well as at the large batches (512 too, for a uniform rule: 4 runs).
 * Biases and normalisation parameters (every leaf with ndim <= 1): adapted
   and decayed like the weights, as in Algorithm 1 (``EXCLUDE_BIAS_AND_NORM =
   False``), one rule for the whole study and both optimizers (for SGD it only
-  decides their weight decay); chosen in the pilot, below.
+  decides their weight decay); chosen in the pilot (next item; its result:
+  results/large_batch_pilot.md).
+* The pilot (``--pilot``): LARS at batch 4096, 3 epochs (40 steps, 20 of
+  warm-up), peak gamma 50 and 12.5, both models, both bias rules, where the
+  rules differ most; and three one-epoch runs that time the study. Why the
+  rule matters: an adapted zero-initialised bias takes one step with trust
+  ratio 1 at the first non-zero learning rate of the warm-up (gamma divided by
+  the warm-up steps) and is then scaled like every other layer; an excluded
+  one moves at gamma itself, 3-50.
+* Study 2, Q1 (``BUDGET_*``): 80 epochs at A/4096, A/8192 and B/8192 (where
+  the 20-epoch claim failed) and at batch 128 (the epoch-matched reference
+  R80), to tell step starvation from the optimizer; each grid is centred on
+  the 20-epoch selection, with the same extension rule.
 
-The order of the runs, the claim test and steps to target:
-``experiments/large_batch.py``; the verdict table and the plots:
-``experiments/large_batch_summary.py``.
-
-The pilot (``python -m experiments.large_batch --pilot
---manual_dir=../shared/datasets``; results/large_batch_pilot.md): LARS at
-batch 4096, 3 epochs (40 steps, 20 of warm-up), peak gamma 50 and 12.5, both
-models, both rules. Adapted beat excluded in all four pairs: validation
-accuracy A 60.7 vs 9.6 % (gamma 50; excluded biases at the raw LR blew up,
-train loss 71) and 74.3 vs 50.1 % (12.5); B 83.0 vs 60.3 % and 85.1 vs 81.5 %.
-By construction, an adapted zero-initialised bias takes one step with trust
-ratio 1 at the first non-zero learning rate of the warm-up (gamma divided by
-the warm-up steps) and is then scaled like every other layer; an excluded one
-moves at gamma itself, 3-50, which model A did not survive.
-Measured speed on the 2-core CPU (1 device, the machine otherwise quiet),
-quarter-epoch validation included: 20,000-33,000 examples/s at batch 128,
-21,000 at 1024, 11,000-17,500 at 4096 (median 14,000), plus 2-3 s of set-up
-a run; a 20-epoch run takes 40-80 s (one at batch 128, killed and resumed,
-took 49 s in all), and the 156 runs of the study without edge extensions
-about 2.5 hours, more when other jobs share the cores.
+The order of the runs: ``experiments/study/plan.py``; the claim test, steps to
+target, the verdict tables and the plots: ``experiments/study/report.py``. What
+the pilot and the study measured (the pilot's rule comparison, speed, wall
+time, the verdicts) is in experiments/README.md and experiments/results/.
 """
 import ml_collections
 
@@ -123,9 +120,8 @@ LARS_LEARNING_RATES = (3.125, 6.25, 12.5, 25.0, 50.0)  # gamma; gamma*eta 0.003-
 SGD_LEARNING_RATES = (0.025, 0.05, 0.1, 0.2, 0.4)  # at batch 128 (Goyal: 0.05)
 SGD_SCALE_FACTORS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)  # x (lr_128 * B / 128)
 EDGE_FACTOR = 2.0
-# Five extensions per side: with three, SGD's optimum at model A's batch 8192
-# still sat at the lowest value (x1/128 of the linearly scaled rate), so the
-# cap was raised before that grid's comparison was read.
+# Up to five extensions per side: SGD's optimum can sit far below the
+# linearly scaled rate at the largest batches (x1/16 x 1/2^5 = x1/512).
 MAX_EDGE_EXTENSIONS = 5
 # A grid where no run learns (best validation accuracy below this; chance is
 # 10 %) has its optimum below its lowest value: every run diverged, so the
@@ -134,7 +130,7 @@ NO_LEARNING_BELOW = 0.2
 
 SEEDS = (0, 1, 2)
 # R is a mean over seeds at 128, so every batch size gets seeds (512 too:
-# two runs of a minute each).
+# four runs).
 SEEDS_FROM_BATCH_SIZE = 128
 
 WARMUP_FRACTION = 0.1

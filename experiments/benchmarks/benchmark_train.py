@@ -13,13 +13,13 @@ For each model and global batch size (``--points``) and each loop ("jit",
 their median step times. A point that does not fit in the device's memory is
 recorded as such.
 
-CPU (the committed numbers; the load average is recorded next to them):
+On a CPU (the machine's load average is recorded with the numbers):
 
-  python -m experiments.benchmark_train \
+  python -m experiments.benchmarks.benchmark_train \
       --output=experiments/results/benchmark_train_cpu.json
 
-On a GPU, experiments/gpu_evidence.sh runs it on the paper's models at
-ImageNet size (ResNet-50, AlexNet-BN) with bf16 compute.
+On an NVIDIA GPU, experiments/benchmarks/gpu_evidence.sh runs it on the
+paper's models at ImageNet size (ResNet-50, AlexNet-BN) with bf16 compute.
 """
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ def _point_or_out_of_memory(model, loop, batch) -> dict:
 def main(argv):
   del argv
   results = {"machine": machine_description(), "points": [],
-             "command": "python -m experiments.benchmark_train " + " ".join(
+             "command": "python -m experiments.benchmarks.benchmark_train " + " ".join(
                  f"--{name}={FLAGS[name].serialize().split('=', 1)[-1]}"
                  for name in ("points", "loops", "steps", "warmup", "dtype"))}
   for model, batch in (point.split(":") for point in FLAGS.points):

@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# The GPU evidence in one command on a bare GPU machine: correctness there,
-# the optimizer step, and training throughput. Synthetic data only: the
-# machine needs JAX, Flax, optax, orbax, chex, pytest and hypothesis, plus the
-# pure-Python ml_collections (the configs) carried as a wheel in .whl/.
+# The GPU evidence in one command, run from the repository root on an NVIDIA
+# GPU machine with JAX for CUDA: correctness there, the optimizer step, and
+# training throughput, on synthetic data (no dataset needed).
 #
-#   # here, once (a git-ignored folder):
+#   OUT=runs/gpu_evidence bash experiments/benchmarks/gpu_evidence.sh [STAGES]
+#
+# The machine needs JAX, Flax, optax, orbax, chex, pytest and hypothesis, and
+# the pure-Python ml_collections (the configs). Where ml_collections is
+# missing and there is no network, put its wheel in .whl/ first (made on any
+# machine with pip):
+#
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp -d .whl ml_collections==1.1.0
-#   # then through the device tool (sized to end within 10 minutes):
-#   run(command="bash experiments/gpu_evidence.sh", carry=[".whl"], timeout_s=590)
 #
-# Stages (default: all three, in this order): `check` (the device, the library's
-# tests and the loops' equivalence with one device), `step`
-# (benchmark_lars.py on the ResNet-50 tree, with a jax.profiler trace) and
-# `train` (benchmark_train.py, bf16 compute, most valuable points first; it
-# writes its JSON after every point, so a run cut short keeps what it measured;
-# POINTS=MODEL:BATCH,... replaces its points, e.g. for a dry run on a CPU).
-# Everything goes to $OUT (the device tool's folder; runs/gpu_evidence elsewhere):
-# device.txt, tests.log, benchmark_lars_gpu.json, profile.tgz,
-# benchmark_train_gpu.json and the logs.
+# Stages (default: all three, in this order), sized to end within about ten
+# minutes on one GPU: `check` (the device, the library's tests and the loops'
+# equivalence with one device), `step` (benchmark_lars.py on the ResNet-50
+# tree, with a jax.profiler trace) and `train` (benchmarks/benchmark_train.py,
+# bf16 compute, most valuable points first; it writes its JSON after every
+# point, so a run cut short keeps what it measured; POINTS=MODEL:BATCH,...
+# replaces its points, e.g. for a dry run on a CPU with JAX_PLATFORMS=cpu).
+# Everything goes to $OUT (default runs/gpu_evidence): device.txt, tests.log,
+# benchmark_lars_gpu.json, profile.tgz, benchmark_train_gpu.json and the logs.
 set -uo pipefail
 out=${OUT:-runs/gpu_evidence}
 mkdir -p "$out"
@@ -52,14 +55,14 @@ for stage in ${*:-check step train}; do
       tail -n 12 "$out/tests.log" ;;
     step)
       rm -rf /tmp/profile
-      # One compilation per optimizer for its compile time: the issue asks
-      # for step times, and GPU compilations are slow.
+      # One compilation per optimizer for its compile time: this stage is
+      # about step times, and GPU compilations are slow.
       python3 -m experiments.benchmark_lars --rounds 30 --compile-repeats 1 \
         --trees resnet50 --profile_dir /tmp/profile --output "$out/benchmark_lars_gpu.json" \
         2>&1 | tee "$out/benchmark_lars.log"
       tar -czf "$out/profile.tgz" -C /tmp profile ;;
     train)
-      python3 -m experiments.benchmark_train --loops=jit --dtype=bfloat16 \
+      python3 -m experiments.benchmarks.benchmark_train --loops=jit --dtype=bfloat16 \
         --points="$points" \
         --output="$out/benchmark_train_gpu.json" 2>&1 | tee "$out/benchmark_train.log" ;;
     *) echo "unknown stage '$stage'; stages: check step train" >&2; exit 2 ;;

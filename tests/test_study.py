@@ -1,7 +1,9 @@
 """The large-batch study: planner, claim test, holdout, grouped BN, one run."""
+import ast
 import collections
 import math
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -12,13 +14,14 @@ from flax import nnx
 
 from experiments import datasets
 from experiments import input_pipeline
-from experiments import large_batch as lb
-from experiments import large_batch_summary as summary
 from experiments import loops
 from experiments import models
 from experiments import optimizers
 from experiments import train
 from experiments.configs import large_batch as study
+from experiments.study import plan as lb
+from experiments.study import report as summary
+from experiments.study import run as driver
 
 from tests.test_main import REPO
 from tests.test_main import assert_one_line_error
@@ -41,7 +44,8 @@ def make_row(run: lb.Run, val: float, test: float | None = None,
                                else f"{run.reference_learning_rate:.8g}"),
       val_accuracy=f"{val:.4f}",
       test_accuracy=f"{val if test is None else test:.4f}",
-      train_loss="0.3", status="ok", steps=str(study.num_steps(run.batch_size)),
+      last_batch_loss="0.3", status="ok",
+      steps=str(study.num_steps(run.batch_size)),
       wall_time_s="100", examples_per_sec="8000", resumed_from_step="0",
       val_curve=str([list(p) for p in curve]).replace(" ", ""),
       study=str(run.study), momentum_kind=run.momentum_kind)
@@ -258,7 +262,14 @@ def test_summary_on_a_partial_csv(tmp_path):
   path = tmp_path / "large_batch.csv"
   for row in rows:
     lb.append_row(str(path), row)
+  # A study-2 row at a selected configuration stays out of the first study's
+  # tables (its test accuracy would change model A's 4096 cell).
+  study2 = dict(by_key[lb.Run("A", "lars", 4096, lars_4096[2]).key()],
+                study="2", test_accuracy="0.5000", last_batch_loss="9")
+  lb.append_row(str(path), study2)
   text = summary.summarize(str(path))
+  assert "(1 rows of later studies are not part of these tables.)" in text
+  assert "last-minibatch loss LARS / SGD" in text and "9.000" not in text
   assert "Largest batch where the claim holds: 4096" in text
   assert "Provisional" not in text.split("### Model B")[0]
   assert "R is not known yet" in text.split("### Model B")[1]
@@ -267,6 +278,34 @@ def test_summary_on_a_partial_csv(tmp_path):
   for name in summary.PLOTS:
     assert (tmp_path / name).stat().st_size > 1000
   assert (tmp_path / summary.SUMMARY).read_text() == text
+
+
+def test_summary_of_the_committed_csv_is_the_committed_one(tmp_path):
+  """The committed summary is what the committed CSV gives (plots aside)."""
+  results = pathlib.Path(lb.RESULTS)
+  (tmp_path / results.name).write_bytes(results.read_bytes())
+  text = summary.summarize(str(tmp_path / results.name), plots=False)
+  committed = (results.parent / summary.SUMMARY).read_text()
+  assert committed.startswith(text) and "## Plots" in committed[len(text):]
+
+
+def test_plan_imports_neither_driver_nor_report():
+  """No import circle: the driver and the report import the plan."""
+  folder = pathlib.Path(lb.__file__).parent
+
+  def imports(name):  # modules, and module.name for `from module import name`
+    tree = ast.parse((folder / f"{name}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        found |= {alias.name for alias in node.names}
+      elif isinstance(node, ast.ImportFrom):
+        found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+  assert not {"experiments.study.run", "experiments.study.report"} & imports("plan")
+  assert "experiments.study.run" not in imports("report")
+  assert "experiments.study.plan" in imports("report") & imports("run")
 
 
 def test_append_row_cuts_a_line_left_by_a_kill(tmp_path):
@@ -319,6 +358,7 @@ def test_validation_holdout_is_fixed_disjoint_and_5000_of_60000():
                             val_idx)
 
 
+@pytest.mark.slow
 def test_holdout_on_fashion_mnist(fashion_mnist_data_dir):
   config = {"name": "fashion_mnist", "data_dir": fashion_mnist_data_dir,
             "validation_holdout": 5_000, "prefetch": 0}
@@ -350,6 +390,7 @@ def test_holdout_on_fashion_mnist(fashion_mnist_data_dir):
                                       subset="validation"))
 
 
+@pytest.mark.slow
 def test_batch_norm_groups_of_128_normalise_each_group():
   info = datasets.DatasetInfo("fashion_mnist", 55_000, 10_000, 10,
                                     (28, 28, 1), 5_000)
@@ -388,6 +429,7 @@ def test_fan_in_initialisation_of_the_classifier():
 # One tiny run, end to end.
 
 
+@pytest.mark.slow
 def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
   results = str(tmp_path / "results" / "large_batch.csv")
   overrides = {"data.train_split": "train[:1536]",
@@ -395,8 +437,8 @@ def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
                "num_train_steps": 8, "checkpoint_every_steps": 4}
   run = lb.Run("B", "sgd", 128, 0.1)
   kwargs = dict(data_dir=fashion_mnist_data_dir, overrides=overrides)
-  assert lb.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
-                    **kwargs) == 1
+  assert driver.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
+                        **kwargs) == 1
   rows = lb.read_rows(results)
   assert len(rows) == 1
   row = rows[0]
@@ -409,15 +451,16 @@ def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
   # Validation at every quarter epoch (8 steps an epoch) and at the end.
   assert [s for s, _ in eval(row["val_curve"])] == [2, 4, 6, 8]  # pylint: disable=eval-used
   # Finished: a second call skips it.
-  assert lb.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
-                    **kwargs) == 0
+  assert driver.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
+                        **kwargs) == 0
 
 
+@pytest.mark.slow
 def test_missing_data_is_one_line_and_writes_no_row(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   results = tmp_path / "large_batch.csv"
   result = subprocess.run(
-      [sys.executable, "-m", "experiments.large_batch",
+      [sys.executable, "-m", "experiments.study.run",
        f"--data_dir={tmp_path / 'empty'}", f"--manual_dir={tmp_path / 'nowhere'}",
        f"--results={results}", f"--workdir={tmp_path / 'runs'}"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -1,0 +1,1 @@
+"""Speed benchmarks and the GPU command; their JSON goes to experiments/results/."""

@@ -1,0 +1,176 @@
+r"""The large-batch study's driver: runs or resumes every planned run, then reports.
+
+  python -m experiments.study.run --manual_dir=../shared/datasets   # run / resume
+  python -m experiments.study.run --pilot --manual_dir=../shared/datasets
+  python -m experiments.study.run --summarize                       # tables + plots
+
+Each run goes through ``train.train_and_evaluate`` and appends one row to
+``experiments/results/large_batch.csv`` (a diverged or collapsed run is a row
+too). The plan (``experiments/study/plan.py``) is recomputed from the CSV
+after every run, so the study can be killed and restarted at will: finished
+runs are skipped and a half-finished run resumes from its orbax checkpoint
+(``<workdir>/<run tag>/checkpoints``, every 2 epochs). The report
+(``experiments/study/report.py``) is written at the end of every command.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from experiments import cli
+from experiments.configs import large_batch as design
+from experiments.study import plan
+from experiments.study import report
+from experiments.user_errors import UserError
+
+_PILOT = flags.DEFINE_bool("pilot", False, "Run the short pilot instead of the study.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/large_batch",
+                               "Parent of the runs' workdirs.")
+_RESULTS = flags.DEFINE_string("results", plan.RESULTS, "The CSV of finished runs.")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "tfds manual_dir root.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir.")
+_MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "Stop after this many new runs (0: all).")
+_SUMMARIZE = flags.DEFINE_bool("summarize", False,
+                               "Only write the summary and the plots.")
+_VERBOSE = flags.DEFINE_bool("verbose", False,
+                             "Show the libraries' INFO and WARNING logs.")
+
+
+def device_name() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  return (f"{jax.devices()[0].device_kind} x{jax.device_count()} "
+          f"({platform.machine()}, {os.cpu_count()} cores)")
+
+
+def _from_metrics(run_dir: str) -> tuple[list[tuple[int, float]], float]:
+  """The run's validation curve and its last logged minibatch loss."""
+  from experiments import metrics  # pylint: disable=g-import-not-at-top
+  curve, loss = {}, math.nan
+  for record in metrics.read_records(os.path.join(run_dir, "metrics.jsonl")):
+    if record.get("kind") == "validation":
+      curve[int(record["step"])] = float(record["accuracy"])
+    elif record.get("kind") == "train" and "loss" in record:
+      loss = float(record["loss"])
+  return sorted(curve.items()), loss
+
+
+def _train(run: plan.Run, run_dir: str, config) -> tuple[dict[str, Any], str]:
+  """Trains (or resumes) one run: its final metrics and its status."""
+  from experiments import train  # pylint: disable=g-import-not-at-top
+  try:
+    final = train.train_and_evaluate(config, run_dir)
+  except FloatingPointError as e:  # diverged: a result too
+    logging.warning("%s diverged: %s", run.tag, e)
+    return {}, "diverged"
+  collapsed = final.get("val_accuracy", 1.0) < design.COLLAPSED_BELOW
+  return final, "collapsed" if collapsed else "ok"
+
+
+def run_one(run: plan.Run, *, workdir: str, manual_dir: str | None = None,
+            data_dir: str | None = None,
+            overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Trains one run (resuming its checkpoint if any) and returns its CSV row.
+
+  ``overrides`` maps dotted config keys to values (tests: small splits, few
+  steps).
+  """
+  from experiments import optimizers  # pylint: disable=g-import-not-at-top
+  config = run.config()
+  config.data.manual_dir = manual_dir
+  config.data.data_dir = data_dir
+  if overrides:
+    config.update_from_flattened_dict(dict(overrides))
+  run_dir = os.path.join(workdir, run.tag)
+  start = time.time()
+  final, status = _train(run, run_dir, config)
+  curve, last_logged_loss = _from_metrics(run_dir)
+  schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=1)
+  nan = math.nan
+  return {
+      "model": design.MODELS[run.model]["model"],
+      "batch_norm": design.MODELS[run.model]["batch_norm"],
+      "optimizer": run.optimizer,
+      "formula": config.lars.formula if run.optimizer == "lars" else "",
+      "batch_size": run.batch_size,
+      "learning_rate": f"{run.learning_rate:.8g}",
+      "warmup_steps": schedule.warmup_steps,
+      "epochs": f"{run.epochs:g}",
+      "steps": schedule.total_steps,
+      "seed": run.seed,
+      "val_accuracy": f"{final.get('val_accuracy', nan):.4f}",
+      "test_accuracy": f"{final.get('test_accuracy', nan):.4f}",
+      "train_loss": f"{final.get('train_split_loss', nan):.4f}",
+      "wall_time_s": f"{final.get('wall_time_s', time.time() - start):.1f}",
+      "device": device_name(),
+      "phase": run.phase,
+      "bias_and_norm": plan.rule_name(run.exclude_bias_and_norm),
+      "warmup_fraction": f"{run.warmup_fraction:g}",
+      "reference_learning_rate": (
+          "" if math.isnan(run.reference_learning_rate)
+          else f"{run.reference_learning_rate:.8g}"),
+      "val_loss": f"{final.get('val_loss', nan):.4f}",
+      "test_loss": f"{final.get('test_loss', nan):.4f}",
+      "status": status,
+      "examples_per_sec": f"{final.get('examples_per_sec', nan):.0f}",
+      "resumed_from_step": final.get("resumed_from_step", ""),
+      "val_curve": json.dumps([[s, round(a, 4)] for s, a in curve],
+                              separators=(",", ":")),
+      "study": run.study,
+      "momentum_kind": run.momentum_kind,
+      "last_batch_loss": f"{final.get('train_loss', last_logged_loss):.4f}",
+  }
+
+
+def run_all(plan_fn: Callable[[Sequence[Mapping[str, str]]], list[plan.Run]],
+            results: str, workdir: str, *, max_runs: int = 0,
+            **run_kwargs) -> int:
+  """Runs ``plan_fn(rows)``'s unfinished runs in order; returns how many ran."""
+  new_runs = 0
+  while not (max_runs and new_runs >= max_runs):
+    rows = plan.read_rows(results)
+    done = {plan.row_key(r) for r in rows}
+    todo = [run for run in plan_fn(rows) if run.key() not in done]
+    if not todo:
+      break
+    run = todo[0]
+    print(f"{len(todo)} defined runs to go; now {run.phase} {run.tag}",
+          flush=True)
+    row = run_one(run, workdir=workdir, **run_kwargs)
+    plan.append_row(results, row)
+    print(f"{run.phase} {run.tag}: val {row['val_accuracy']} test "
+          f"{row['test_accuracy']} ({row['status']}, {row['wall_time_s']} s)",
+          flush=True)
+    new_runs += 1
+  return new_runs
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not _VERBOSE.value:
+    cli.quiet_libraries()
+  if _PILOT.value:
+    path, plan_fn = plan.pilot_path(_RESULTS.value), lambda rows: plan.pilot_runs()
+    workdir = os.path.join(_WORKDIR.value, "pilot")
+  else:
+    path, plan_fn, workdir = _RESULTS.value, plan.planned_runs, _WORKDIR.value
+  if not _SUMMARIZE.value:
+    try:
+      run_all(plan_fn, path, workdir, max_runs=_MAX_RUNS.value,
+              manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
+    except UserError as error:
+      cli.fail(str(error))
+  print(report.summarize_pilot(path) if _PILOT.value else report.summarize(path))
+
+
+if __name__ == "__main__":
+  app.run(main)
