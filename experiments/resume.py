@@ -23,6 +23,8 @@ NOT_AFFECTING_RESULTS = frozenset({
     "progress_bar", "plot", "data.data_dir", "data.manual_dir",
     "data.prefetch", "data.cache", "data.read_threads",
 })
+# Fields a saved config may lack, with the value that reproduces its run.
+ADDED_FIELDS = {"grad_accum_steps": 1}
 CONFIG_FILE = "config.json"
 
 
@@ -39,7 +41,7 @@ def changed_fields(config: ml_collections.ConfigDict, saved: dict
                    ) -> dict[str, tuple[Any, Any]]:
   """{field: (saved value, new value)} of the result-changing differences."""
   new = _flatten(json.loads(config.to_json()))
-  old = _flatten(saved)
+  old = {**ADDED_FIELDS, **_flatten(saved)}
   return {key: (old.get(key, "<unset>"), new.get(key, "<unset>"))
           for key in sorted(set(new) | set(old))
           if key not in NOT_AFFECTING_RESULTS and new.get(key) != old.get(key)}

@@ -76,8 +76,8 @@ def test_unknown_config_key_suggests_the_nearest(tmp_path):
 
 @pytest.mark.slow
 def test_unknown_config_key_without_a_close_one(tmp_path):
-  result = main("--config.grad_accum_steps=4", workdir=tmp_path)
-  assert_one_line_error(result, "unknown config key 'grad_accum_steps'",
+  result = main("--config.gradient_checkpointing=4", workdir=tmp_path)
+  assert_one_line_error(result, "unknown config key 'gradient_checkpointing'",
                         "experiments/configs/tiny.py")
   assert "Traceback" not in result.stderr
 
@@ -94,7 +94,7 @@ def test_config_keys_are_checked_against_the_config(capsys):
   for key, suggestion in (("data.manul_dir", "did you mean 'data.manual_dir'"),
                           ("lars.trust_coeficient", "'lars.trust_coefficient'"),
                           ("seed.value", "error"),  # seed is not a ConfigDict
-                          ("grad_accum_steps", None)):
+                          ("gradient_checkpointing", None)):
     with pytest.raises(SystemExit) as stop:
       cli.check_config_overrides(argv + [f"--config.{key}=1"],
                                  flag_values["config"])
@@ -170,3 +170,12 @@ def test_changed_fields_ignore_bookkeeping():
   config.data.train_split = "train[:512]"
   assert resume.changed_fields(config, saved) == {
       "data.train_split": ("train[:1024]", "train[:512]"), "seed": (0, 3)}
+
+
+def test_a_config_saved_before_a_field_existed_resumes_with_its_old_value():
+  saved = json.loads(tiny.get_config().to_json())
+  del saved["grad_accum_steps"]  # as in a run saved before accumulation
+  config = tiny.get_config()
+  assert resume.changed_fields(config, saved) == {}
+  config.grad_accum_steps = 2
+  assert resume.changed_fields(config, saved) == {"grad_accum_steps": (1, 2)}

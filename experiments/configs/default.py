@@ -61,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loop = "jit"  # "jit" | "pmap"
   config.batch_norm = "global"  # "global" | "per_device"
   config.shard_params = False  # jit only: FSDP-style params/opt-state sharding
+  config.grad_accum_steps = 1  # micro-batches per optimizer step (loops.py)
 
   # Optimizer.
   config.optimizer = "lars"  # "lars" (ours) | "optax_lars" | "sgd" (momentum)
