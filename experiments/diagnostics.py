@@ -23,7 +23,7 @@ lambda per layer over steps) and ``trust_ratio_diagnostics.json`` (the
 arrays, the config and the first-iteration table), and prints the table. The
 config is ``experiments/configs/diagnostics.py``; the model, the loss, the
 optimizer and the data come from the training code (``models``, ``steps``,
-``optimizers``, ``datasets``, ``input_pipeline``); only the step that also
+``optimizers``, ``data``); only the step that also
 returns the norms lives here.
 
 Measured (experiments/results/, 120 steps at batch 4096, peak LR 10, about
@@ -48,12 +48,13 @@ import optax
 from flax import nnx
 
 import lars_optax
-from experiments import datasets
-from experiments import input_pipeline
 from experiments import models
 from experiments import optimizers
 from experiments import steps
 from experiments.configs import diagnostics as diagnostics_config
+from experiments.data import pipeline
+from experiments.data import preparation
+from experiments.data.datasets import DataConfig
 from lars_optax._numerics import layer_norm
 
 #: The arrays recorded per layer, each of shape [num_steps].
@@ -130,8 +131,9 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
     raise ValueError(f"num_steps must be positive, got {num_steps}.")
   config = copy.deepcopy(config)
   config.num_train_steps = int(num_steps)
-  info = datasets.prepare(config.data)
-  steps_per_epoch = input_pipeline.steps_per_epoch(info, config.global_batch_size)
+  data_config = DataConfig.from_config(config.data)
+  info = preparation.prepare(data_config)
+  steps_per_epoch = pipeline.steps_per_epoch(info, config.global_batch_size)
   schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch)
   tx = optimizers.create_optimizer(config, schedule.fn)
 
@@ -157,8 +159,8 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
               "loss": loss}
     return optax.apply_updates(params, updates), batch_stats, opt_state, record
 
-  batches = input_pipeline.train_iterator(
-      config.data, info, global_batch_size=config.global_batch_size,
+  batches = pipeline.train_iterator(
+      data_config, info, global_batch_size=config.global_batch_size,
       seed=config.seed)
   records = []
   start = time.time()

@@ -35,12 +35,13 @@ import tqdm
 from absl import logging
 
 from experiments import checkpoints
-from experiments import datasets
-from experiments import input_pipeline
 from experiments import loops
 from experiments import metrics
 from experiments import models
 from experiments import optimizers
+from experiments.data import pipeline
+from experiments.data import preparation
+from experiments.data.datasets import SUPPORTED_DATASETS, DataConfig
 from experiments.user_errors import ConfigError
 
 
@@ -63,7 +64,7 @@ def validate_config(
   Everything that can be wrong with the config is reported here, before
   anything is compiled.
   """
-  _choice("dataset", config.data.name, datasets.SUPPORTED_DATASETS)
+  _choice("dataset", config.data.name, SUPPORTED_DATASETS)
   _choice("model", config.model, tuple(models.MODELS))
   _choice("optimizer", config.optimizer, optimizers.OPTIMIZERS)
   _choice("loop", config.loop, loops.LOOPS)
@@ -115,12 +116,13 @@ def eval_steps_by_epochs(every_epochs: float, num_train: int,
   return steps
 
 
-def evaluate(loop, state, config, info, subset: str = "eval") -> dict[str, float]:
+def evaluate(loop, state, config, data_config, info,
+             subset: str = "eval") -> dict[str, float]:
   """Loss and accuracy on the eval split, or ``subset="validation"``."""
   batch_size = config.get("eval_batch_size") or config.global_batch_size
   totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-  for batch in input_pipeline.eval_iterator(
-      config.data, info, batch_size=batch_size,
+  for batch in pipeline.eval_iterator(
+      data_config, info, batch_size=batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
       subset=subset):
     sums = loop.fetch(loop.eval_step(state, batch))
@@ -138,8 +140,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   validate_config(config, num_devices=jax.device_count(),
                   num_local_devices=jax.local_device_count(),
                   process_count=jax.process_count())
-  info = datasets.prepare(config.data)
-  steps_per_epoch = input_pipeline.steps_per_epoch(info, config.global_batch_size)
+  data_config = DataConfig.from_config(config.data)
+  info = preparation.prepare(data_config)
+  steps_per_epoch = pipeline.steps_per_epoch(info, config.global_batch_size)
   is_chief = jax.process_index() == 0
   if is_chief:
     os.makedirs(workdir, exist_ok=True)
@@ -196,8 +199,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       total_steps=total_steps, global_batch_size=config.global_batch_size,
       checkpoints_dir=checkpoints.directory(workdir),
       last_saved_step=lambda: checkpoints.last_saved_step(manager))
-  train_iter = input_pipeline.train_iterator(
-      config.data, info, global_batch_size=config.global_batch_size,
+  train_iter = pipeline.train_iterator(
+      data_config, info, global_batch_size=config.global_batch_size,
       seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
   last_eval: dict[str, float] = {}
@@ -221,7 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       # Evaluate before saving: a run killed after the checkpoint of `step`
       # has logged everything up to `step`, so the resumed run logs no gaps.
       if do_eval and step != total_steps:
-        last_eval = evaluate(loop, state, config, info, periodic)
+        last_eval = evaluate(loop, state, config, data_config, info, periodic)
         writer.write(step, periodic, last_eval)
       if do_checkpoint or step == total_steps:
         checkpoints.save(manager, step, loop.to_canonical(state))
@@ -233,12 +236,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       logging.info("Checkpoint of step %d is the final step; evaluating only.",
                    total_steps)
     if info.num_validation:
-      last_validation = evaluate(loop, state, config, info, "validation")
+      last_validation = evaluate(loop, state, config, data_config, info,
+                                 "validation")
       writer.write(total_steps, "validation", last_validation)
-    last_eval = evaluate(loop, state, config, info)
+    last_eval = evaluate(loop, state, config, data_config, info)
     writer.write(total_steps, "eval", last_eval)
     if config.get("evaluate_train_split", False):
-      train_split = evaluate(loop, state, config, info, "train")
+      train_split = evaluate(loop, state, config, data_config, info, "train")
   finally:
     progress.close()
     writer.close()

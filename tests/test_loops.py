@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import datasets
 from experiments import loops
 from experiments import optimizers
 from experiments import steps
 from experiments.configs import tiny
+from experiments.data.preparation import DatasetInfo
 
 
 def tiny_config(**overrides):
@@ -61,7 +61,7 @@ def _assert_trees_close(actual, expected, rtol=2e-4, atol=2e-6):
 def test_loops_match_one_device(batch_norm):
   num_steps = 3
   # 12x12 images: the same code paths as 28x28, less to compute.
-  info = datasets.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  info = DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
   rng = np.random.default_rng(0)
   batches = [{"image": rng.normal(size=(32, 12, 12, 1)).astype(np.float32),
               "label": rng.integers(0, 10, size=(32,)).astype(np.int32)}
@@ -93,7 +93,7 @@ def test_loops_match_one_device(batch_norm):
 
 @pytest.mark.skipif(jax.device_count() != 8, reason="shapes of 8 shards")
 def test_shard_params_really_shards():
-  info = datasets.DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
+  info = DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
   config = tiny_config(shard_params=True, global_batch_size=32)
   loop = loops.create_loop(config, info,
                            optimizers.create_learning_rate_schedule(config, 4))

@@ -1,0 +1,1 @@
+"""Speed benchmarks; their JSON goes to experiments/results/."""
