@@ -15,12 +15,12 @@ standard deviation (``datasets.RECIPES``).
 
   The crop box is chosen on the full image, then the JPEG is decoded at the
   smallest of 1, 1/2, 1/4 and 1/8 scale at which the box still covers at least
-  ``image_size`` pixels each way (PIL's ``Image.draft``: the scaling happens in
-  the DCT domain, so the pixels outside the crop cost less to decode). The
-  crop is then resized from that reduced image, so the output differs from a
-  full-scale decode by the DCT downscaling's rounding only; where no reduction
-  fits (224-pixel crops of images under 448 pixels, most of ImageNet) the
-  decode is the full one.
+  ``image_size`` pixels each way (PIL's ``Image.draft``: libjpeg scales in the
+  DCT domain, with smaller inverse DCTs and fewer pixels to convert). The crop
+  is then resized from that reduced image, so the output differs from a
+  full-scale decode only by the DCT downscaling's averaging and rounding; where
+  no reduction fits (224-pixel crops of images under 448 pixels, most of
+  ImageNet) the decode is the full one.
 
 With ``augment=False`` the training images get the evaluation transform. The
 random numbers come from the sampler: row ``j`` of ``uniforms`` holds those of
