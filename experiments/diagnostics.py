@@ -23,7 +23,7 @@ lambda per layer over steps) and ``trust_ratio_diagnostics.json`` (the
 arrays, the config and the first-iteration table), and prints the table. The
 config is ``experiments/configs/diagnostics.py``; the model, the loss, the
 optimizer and the data come from the training code (``models``, ``steps``,
-``optimizers``, ``datasets``, ``input_pipeline``); only the step that also
+``optimizers``, ``data``); only the step that also
 returns the norms lives here. What it measured is in experiments/README.md.
 """
 from __future__ import annotations
@@ -42,12 +42,13 @@ import optax
 from flax import nnx
 
 import lars_optax
-from experiments import datasets
-from experiments import input_pipeline
 from experiments import models
 from experiments import optimizers
 from experiments import steps
 from experiments.configs import diagnostics as diagnostics_config
+from experiments.data import pipeline
+from experiments.data import preparation
+from experiments.data.datasets import DataConfig
 
 #: The arrays recorded per layer, each of shape [num_steps].
 KEYS = ("weight_norm", "grad_norm", "norm_ratio", "trust_ratio")
@@ -124,8 +125,9 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
     raise ValueError(f"num_steps must be positive, got {num_steps}.")
   config = copy.deepcopy(config)
   config.num_train_steps = int(num_steps)
-  info = datasets.prepare(config.data)
-  steps_per_epoch = input_pipeline.steps_per_epoch(info, config.global_batch_size)
+  data_config = DataConfig.from_config(config.data)
+  info = preparation.prepare(data_config)
+  steps_per_epoch = pipeline.steps_per_epoch(info, config.global_batch_size)
   schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch)
   tx = optimizers.create_optimizer(config, schedule.fn)
 
@@ -151,8 +153,8 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
               "loss": loss}
     return optax.apply_updates(params, updates), batch_stats, opt_state, record
 
-  batches = input_pipeline.train_iterator(
-      config.data, info, global_batch_size=config.global_batch_size,
+  batches = pipeline.train_iterator(
+      data_config, info, global_batch_size=config.global_batch_size,
       seed=config.seed)
   records = []
   start = time.time()

@@ -21,7 +21,7 @@ NOT_AFFECTING_RESULTS = frozenset({
     "log_every_steps", "log_trust_ratios", "eval_every_steps",
     "checkpoint_every_steps", "checkpoints_to_keep", "tensorboard",
     "progress_bar", "plot", "data.data_dir", "data.manual_dir",
-    "data.prefetch", "data.cache", "data.read_threads",
+    "data.prefetch", "data.cache", "data.read_threads", "data.worker_processes",
 })
 # Fields a saved config may lack, with the value that reproduces its run.
 ADDED_FIELDS = {"grad_accum_steps": 1}

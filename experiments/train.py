@@ -35,13 +35,14 @@ import tqdm
 from absl import logging
 
 from experiments import checkpoints
-from experiments import datasets
-from experiments import input_pipeline
 from experiments import interruption
 from experiments import loops
 from experiments import metrics
 from experiments import models
 from experiments import optimizers
+from experiments.data import pipeline
+from experiments.data import preparation
+from experiments.data.datasets import SUPPORTED_DATASETS, DataConfig
 from experiments.user_errors import ConfigError
 
 
@@ -64,7 +65,7 @@ def validate_config(
   Everything that can be wrong with the config is reported here, before
   anything is compiled.
   """
-  _choice("dataset", config.data.name, datasets.SUPPORTED_DATASETS)
+  _choice("dataset", config.data.name, SUPPORTED_DATASETS)
   _choice("model", config.model, tuple(models.MODELS))
   _choice("optimizer", config.optimizer, optimizers.OPTIMIZERS)
   _choice("loop", config.loop, loops.LOOPS)
@@ -129,12 +130,13 @@ def eval_steps_by_epochs(every_epochs: float, num_train: int,
   return steps
 
 
-def evaluate(loop, state, config, info, subset: str = "eval") -> dict[str, float]:
-  """Loss and accuracy on the eval split, or ``subset="validation"``."""
+def evaluate(loop, state, config, data_config, info,
+             subset: str = "eval") -> dict[str, float]:
+  """Loss and accuracy on the eval split, or ``subset="validation"``/``"train"``."""
   batch_size = config.get("eval_batch_size") or config.global_batch_size
   totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-  for batch in input_pipeline.eval_iterator(
-      config.data, info, batch_size=batch_size,
+  for batch in pipeline.eval_iterator(
+      data_config, info, batch_size=batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
       subset=subset):
     sums = loop.fetch(loop.eval_step(state, batch))
@@ -169,16 +171,16 @@ def _restore(loop, workdir: str, config):
   return manager, restored[0], loop.to_loop(restored[1])
 
 
-def _train(loop, state, config, info, *, start_step: int, manager, writer,
-           train_log, stop) -> Any:
+def _train(loop, state, config, data_config, info, *, start_step: int, manager,
+           writer, train_log, stop) -> Any:
   """Steps start_step+1..total; evaluates, checkpoints; stops at a signal."""
   total_steps = loop.schedule.total_steps
   eval_steps = _eval_steps(config, info, loop.schedule.steps_per_epoch, total_steps)
   # With a validation holdout, the periodic evaluations use it.
   periodic = "validation" if info.num_validation else "eval"
   checkpoint_every = config.checkpoint_every_steps
-  train_iter = input_pipeline.train_iterator(
-      config.data, info, global_batch_size=config.global_batch_size,
+  train_iter = pipeline.train_iterator(
+      data_config, info, global_batch_size=config.global_batch_size,
       seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
   pending = None
@@ -197,7 +199,8 @@ def _train(loop, state, config, info, *, start_step: int, manager, writer,
     # Evaluate before saving: a run killed after the checkpoint of `step`
     # has logged everything up to `step`, so the resumed run logs no gaps.
     if do_eval and step != total_steps:
-      writer.write(step, periodic, evaluate(loop, state, config, info, periodic))
+      writer.write(step, periodic,
+                   evaluate(loop, state, config, data_config, info, periodic))
     if do_checkpoint:
       checkpoints.save(manager, step, loop.to_canonical(state))
     if stopping:
@@ -209,17 +212,19 @@ def _train(loop, state, config, info, *, start_step: int, manager, writer,
   return state
 
 
-def _final_evaluations(loop, state, config, info, writer) -> dict[str, dict]:
+def _final_evaluations(loop, state, config, data_config, info, writer
+                       ) -> dict[str, dict]:
   """Validation (with a holdout), test, and (optionally) the training split."""
   total_steps = loop.schedule.total_steps
   results = {}
   if info.num_validation:
-    results["validation"] = evaluate(loop, state, config, info, "validation")
+    results["validation"] = evaluate(loop, state, config, data_config, info,
+                                     "validation")
     writer.write(total_steps, "validation", results["validation"])
-  results["eval"] = evaluate(loop, state, config, info)
+  results["eval"] = evaluate(loop, state, config, data_config, info)
   writer.write(total_steps, "eval", results["eval"])
   if config.get("evaluate_train_split", False):
-    results["train"] = evaluate(loop, state, config, info, "train")
+    results["train"] = evaluate(loop, state, config, data_config, info, "train")
   return results
 
 
@@ -281,8 +286,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   validate_config(config, num_devices=jax.device_count(),
                   num_local_devices=jax.local_device_count(),
                   process_count=jax.process_count())
-  info = datasets.prepare(config.data)
-  steps_per_epoch = input_pipeline.steps_per_epoch(info, config.global_batch_size)
+  data_config = DataConfig.from_config(config.data)
+  info = preparation.prepare(data_config)
+  steps_per_epoch = pipeline.steps_per_epoch(info, config.global_batch_size)
   is_chief = jax.process_index() == 0
   if is_chief:
     os.makedirs(workdir, exist_ok=True)
@@ -311,12 +317,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       last_saved_step=lambda: checkpoints.last_saved_step(manager))
   try:
     with interruption.StopSignals() as stop:
-      state = _train(loop, state, config, info, start_step=start_step,
-                     manager=manager, writer=writer, train_log=train_log,
-                     stop=stop)
+      state = _train(loop, state, config, data_config, info,
+                     start_step=start_step, manager=manager, writer=writer,
+                     train_log=train_log, stop=stop)
     progress.close()
     manager.wait_until_finished()
-    results = _final_evaluations(loop, state, config, info, writer)
+    results = _final_evaluations(loop, state, config, data_config, info, writer)
   finally:
     progress.close()
     writer.close()

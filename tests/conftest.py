@@ -33,12 +33,14 @@ def fashion_mnist_data_dir(request, tmp_path_factory):
   Built from ../shared/datasets (or downloaded where there is network) into
   the pytest cache, so later sessions reuse it.
   """
-  from experiments import datasets  # pylint: disable=g-import-not-at-top
+  from experiments.data import preparation  # pylint: disable=g-import-not-at-top
+  from experiments.data.datasets import DataConfig  # pylint: disable=g-import-not-at-top
   try:
     path = request.config.cache.mkdir("lars_optax_tfds")
   except AttributeError:  # cache provider disabled
     path = tmp_path_factory.mktemp("tfds")
   manual_dir = SHARED_DATASETS if SHARED_DATASETS.is_dir() else None
-  datasets.prepare({"name": "fashion_mnist", "data_dir": str(path),
-                    "manual_dir": str(manual_dir) if manual_dir else None})
+  preparation.prepare(DataConfig.from_config(
+      {"name": "fashion_mnist", "data_dir": str(path),
+       "manual_dir": str(manual_dir) if manual_dir else None}))
   return str(path)

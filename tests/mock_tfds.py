@@ -3,7 +3,7 @@
 tfds's mock replaces a dataset's records by random examples of the real
 feature shapes, but two things the pipeline relies on are left as they are
 (tfds 4.9.10): a mocked builder still answers ``is_prepared() == False``, so
-``datasets.prepare`` would try to build it, and the mocked data source leaves
+``preparation.prepare`` would try to build it, and the mocked data source leaves
 ``__getitems__`` unbound, so reading a batch of records fails. The tests
 patch both here; the pipeline itself knows nothing of mocks.
 

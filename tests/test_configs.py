@@ -88,6 +88,7 @@ def test_recipe_runs_two_steps_on_mock_imagenet(name, tmp_path, compilation_cach
   config.eval_every_steps = 0
   config.checkpoint_every_steps = 0
   config.data.prefetch = 0
+  config.data.worker_processes = 0  # the tfds mock lives in this process only
   config.tensorboard = False
   config.plot = False
   config.progress_bar = False

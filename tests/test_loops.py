@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import datasets
 from experiments import loops
 from experiments import optimizers
 from experiments import steps
 from experiments.configs import tiny
+from experiments.data.preparation import DatasetInfo
 
 
 def tiny_config(**overrides):
@@ -61,7 +61,7 @@ def _assert_trees_close(actual, expected, rtol=2e-4, atol=2e-6):
 def test_loops_match_one_device(batch_norm):
   num_steps = 3
   # 12x12 images: the same code paths as 28x28, less to compute.
-  info = datasets.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  info = DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
   rng = np.random.default_rng(0)
   batches = [{"image": rng.normal(size=(32, 12, 12, 1)).astype(np.float32),
               "label": rng.integers(0, 10, size=(32,)).astype(np.int32)}
@@ -97,7 +97,7 @@ def test_loops_match_one_device(batch_norm):
 
 @pytest.mark.skipif(jax.device_count() != 8, reason="shapes of 8 shards")
 def test_shard_params_really_shards():
-  info = datasets.DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
+  info = DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
   config = tiny_config(shard_params=True, global_batch_size=32)
   loop = loops.create_loop(config, info,
                            optimizers.create_learning_rate_schedule(config, 4))
@@ -121,7 +121,7 @@ def _batches(num_steps, batch_size, image_side=12, seed=0):
 @pytest.mark.parametrize("loop", ["jit", "pmap"])
 def test_accumulation_equals_the_whole_batch_without_batch_norm(loop):
   """k micro-batches of b make the update of one batch of k*b."""
-  info = datasets.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  info = DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
   batches = _batches(3, 64)
   common = dict(loop=loop, global_batch_size=64, warmup_epochs=0.5,
                 num_train_steps=3, model="cnn",
@@ -137,7 +137,7 @@ def test_accumulation_equals_the_whole_batch_without_batch_norm(loop):
 @pytest.mark.parametrize("loop", ["jit", "pmap"])
 def test_accumulation_with_batch_norm_is_ghost_batch_norm_of_the_micro_batch(loop):
   """Per-device BN with k micro-batches = BN over groups of one micro-batch."""
-  info = datasets.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  info = DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
   batches = _batches(3, 64)
   micro_batch = 64 // jax.device_count() // 4
   common = dict(global_batch_size=64, warmup_epochs=0.5, num_train_steps=3)
@@ -154,7 +154,7 @@ def test_accumulation_with_batch_norm_is_ghost_batch_norm_of_the_micro_batch(loo
 
 
 def _train_step_temp_bytes(accum_steps, global_batch_size):
-  info = datasets.DatasetInfo("mnist", 4096, 64, 10, (28, 28, 1))
+  info = DatasetInfo("mnist", 4096, 64, 10, (28, 28, 1))
   config = tiny_config(model="cnn", global_batch_size=global_batch_size,
                        grad_accum_steps=accum_steps)
   loop = loops.create_loop(
@@ -176,7 +176,7 @@ def test_accumulation_holds_one_micro_batch_of_activations():
 @pytest.mark.parametrize("loop", ["jit", "pmap"])
 def test_bfloat16_compute_trains_like_float32(loop):
   """model_dtype="bfloat16": bf16 activations, float32 params and LARS state."""
-  info = datasets.DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  info = DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
   batches = _batches(1, 32) * 4  # one batch, learned step by step
   common = dict(loop=loop, global_batch_size=32, warmup_epochs=0.5,
                 num_train_steps=4)

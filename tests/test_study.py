@@ -1,6 +1,7 @@
 """The large-batch study: planner, claim test, holdout, grouped BN, one run."""
 import ast
 import collections
+import dataclasses
 import math
 import os
 import pathlib
@@ -12,8 +13,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import datasets
-from experiments import input_pipeline
 from experiments import loops
 from experiments import models
 from experiments import optimizers
@@ -22,6 +21,9 @@ from experiments.configs import large_batch as study
 from experiments.study import plan as lb
 from experiments.study import report as summary
 from experiments.study import run as driver
+from experiments.data import pipeline
+from experiments.data import preparation
+from experiments.data.datasets import DataConfig
 
 from tests.test_main import REPO
 from tests.test_main import assert_one_line_error
@@ -348,52 +350,52 @@ def test_run_config_follows_the_design():
 
 
 def test_validation_holdout_is_fixed_disjoint_and_5000_of_60000():
-  train_idx, val_idx = input_pipeline.holdout_indices(60_000, 5_000, 0)
+  train_idx, val_idx = pipeline.holdout_indices(60_000, 5_000, 0)
   assert len(train_idx) == 55_000 and len(val_idx) == 5_000
   assert not np.intersect1d(train_idx, val_idx).size
   np.testing.assert_array_equal(np.union1d(train_idx, val_idx), np.arange(60_000))
-  again = input_pipeline.holdout_indices(60_000, 5_000, 0)
+  again = pipeline.holdout_indices(60_000, 5_000, 0)
   np.testing.assert_array_equal(again[1], val_idx)
-  assert not np.array_equal(input_pipeline.holdout_indices(60_000, 5_000, 1)[1],
+  assert not np.array_equal(pipeline.holdout_indices(60_000, 5_000, 1)[1],
                             val_idx)
 
 
 @pytest.mark.slow
 def test_holdout_on_fashion_mnist(fashion_mnist_data_dir):
-  config = {"name": "fashion_mnist", "data_dir": fashion_mnist_data_dir,
+  fields = {"name": "fashion_mnist", "data_dir": fashion_mnist_data_dir,
             "validation_holdout": 5_000, "prefetch": 0}
-  info = datasets.prepare(config)
+  info = preparation.prepare(DataConfig.from_config(fields))
   assert (info.num_train, info.num_validation, info.num_test) == (55_000, 5_000,
                                                                   10_000)
   # A small split: one training epoch and the validation set partition it.
-  small = dict(config, train_split="train[:1000]", validation_holdout=200)
-  info = datasets.prepare(small)
-  everything = datasets.prepare(dict(small, validation_holdout=0))
+  small = DataConfig.from_config(
+      dict(fields, train_split="train[:1000]", validation_holdout=200))
+  info = preparation.prepare(small)
+  small_all = dataclasses.replace(small, validation_holdout=0)
+  everything = preparation.prepare(small_all)
 
   def examples(batch):
     n = int(batch.get("mask", np.ones(len(batch["label"]))).sum())
     return collections.Counter(
         (batch["image"][i].tobytes(), int(batch["label"][i])) for i in range(n))
 
-  kept = examples(next(input_pipeline.train_iterator(
+  kept = examples(next(pipeline.train_iterator(
       small, info, global_batch_size=800, seed=3)))
-  held = examples(next(input_pipeline.eval_iterator(
+  held = examples(next(pipeline.eval_iterator(
       small, info, batch_size=200, subset="validation")))
-  full = examples(next(input_pipeline.train_iterator(
-      dict(small, validation_holdout=0), everything, global_batch_size=1000,
-      seed=0)))
+  full = examples(next(pipeline.train_iterator(
+      small_all, everything, global_batch_size=1000, seed=0)))
   assert sum(kept.values()) == 800 and sum(held.values()) == 200
   assert kept + held == full
   with pytest.raises(ValueError, match="validation_holdout"):
-    next(input_pipeline.eval_iterator(dict(small, validation_holdout=0),
-                                      everything, batch_size=200,
-                                      subset="validation"))
+    next(pipeline.eval_iterator(small_all, everything, batch_size=200,
+                                subset="validation"))
 
 
 @pytest.mark.slow
 def test_batch_norm_groups_of_128_normalise_each_group():
-  info = datasets.DatasetInfo("fashion_mnist", 55_000, 10_000, 10,
-                                    (28, 28, 1), 5_000)
+  info = preparation.DatasetInfo("fashion_mnist", 55_000, 10_000, 10,
+                                 (28, 28, 1), 5_000)
   for batch, groups in ((128, 1), (256, 2), (1024, 8)):
     config = study.run_config("B", "lars", batch, 12.5)
     schedule = optimizers.create_learning_rate_schedule(config, 1)

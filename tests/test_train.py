@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from experiments import datasets
-from experiments import input_pipeline
 from experiments import loops
 from experiments import train
+from experiments.data import pipeline
+from experiments.data import preparation
 from tests.mock_tfds import mock_data
 from tests.test_loops import tiny_config
 
@@ -98,12 +98,12 @@ def test_batch_larger_than_dataset(tmp_path, mock_mnist, no_compile):
 
 def test_missing_data_fails_fast(tmp_path, no_compile, monkeypatch):
   # No network here; make sure a machine with one does not download either.
-  monkeypatch.setattr(datasets, "_host_reachable", lambda *a, **k: False)
+  monkeypatch.setattr(preparation, "_host_reachable", lambda *a, **k: False)
   config = tiny_config()
   config.data.data_dir = str(tmp_path / "empty")
   config.data.manual_dir = str(tmp_path / "no_files_here")
   start = time.monotonic()
-  with pytest.raises(datasets.DataNotFoundError, match="train-images"):
+  with pytest.raises(preparation.DataNotFoundError, match="train-images"):
     train.train_and_evaluate(config, str(tmp_path / "work"))
   assert time.monotonic() - start < 30  # not tfds's 200 s retry loop
 
@@ -115,7 +115,7 @@ def test_missing_data_fails_fast(tmp_path, no_compile, monkeypatch):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mock_mnist,
                                                        monkeypatch):
   bad_step = 3  # 1-based: the third update sees a NaN image
-  real_iterator = input_pipeline.train_iterator
+  real_iterator = pipeline.train_iterator
 
   def poisoned(*args, start_step=0, **kwargs):
     for step, batch in enumerate(real_iterator(*args, start_step=start_step,
@@ -124,7 +124,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, mock_mnist,
         batch = dict(batch, image=np.full_like(batch["image"], np.nan))
       yield batch
 
-  monkeypatch.setattr(input_pipeline, "train_iterator", poisoned)
+  monkeypatch.setattr(pipeline, "train_iterator", poisoned)
   config = tiny_config(num_train_steps=5, checkpoint_every_steps=1)
   with pytest.raises(FloatingPointError, match=f"at step {bad_step}:") as error:
     train.train_and_evaluate(config, str(tmp_path))

@@ -87,9 +87,10 @@ def _setup(model, loop, optimizer, batch, dtype):
   """The loop's compiled train step, its state and a batch on the devices."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from experiments import datasets, loops, models, optimizers  # pylint: disable=g-import-not-at-top
+  from experiments import loops, models, optimizers  # pylint: disable=g-import-not-at-top
+  from experiments.data.preparation import DatasetInfo  # pylint: disable=g-import-not-at-top
   shape = tuple(models.MODELS[model])
-  info = datasets.DatasetInfo("synthetic", 100 * batch, batch, 1000, shape)
+  info = DatasetInfo("synthetic", 100 * batch, batch, 1000, shape)
   config = _config(model, loop, optimizer, batch, dtype)
   schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=100)
   runner = loops.create_loop(config, info, schedule)

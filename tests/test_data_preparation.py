@@ -1,17 +1,19 @@
-"""Tests of experiments/datasets.py: preparing a dataset, and what fails fast.
+"""Tests of experiments/data/preparation.py: preparing a dataset, and what fails fast.
 
 The real-data tests prepare Fashion-MNIST from ../shared/datasets into a fresh
 tfds data_dir.
 """
 
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from experiments import datasets
-from experiments import input_pipeline
+from experiments.data import pipeline
+from experiments.data import preparation
+from experiments.data.datasets import DataConfig
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -29,32 +31,33 @@ def real_data(tmp_path_factory):
     pytest.skip(f"the original Fashion-MNIST files are not in "
                 f"{SHARED_DATASETS / 'fashion_mnist'} (see that folder's README)")
   data_dir = tmp_path_factory.mktemp("tfds")
-  config = dict(name="fashion_mnist", data_dir=str(data_dir),
-                manual_dir=str(SHARED_DATASETS), prefetch=0)
-  return config, datasets.prepare(config)
+  config = DataConfig.from_config(dict(
+      name="fashion_mnist", data_dir=str(data_dir),
+      manual_dir=str(SHARED_DATASETS), prefetch=0))
+  return config, preparation.prepare(config)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # builds Fashion-MNIST from its files: about a minute
 def test_prepare_fashion_mnist_from_shared_files(real_data):
   config, info = real_data
-  assert info == datasets.DatasetInfo(
+  assert info == preparation.DatasetInfo(
       name="fashion_mnist", num_train=60000, num_test=10000, num_classes=10,
       image_shape=(28, 28, 1))
   # Prepared once: a second prepare only reads the metadata.
   start = time.monotonic()
-  assert datasets.prepare(config) == info
+  assert preparation.prepare(config) == info
   assert time.monotonic() - start < 5
   # Downloads are extracted per dataset (mnist uses the same file names).
-  extracted = Path(config["data_dir"]) / "downloads" / "fashion_mnist" / "extracted"
+  extracted = Path(config.data_dir) / "downloads" / "fashion_mnist" / "extracted"
   assert sorted(p.name for p in extracted.iterdir()) == sorted(
       f"GZIP.{f}" for f in FASHION_FILES)
   # Every class 6000 times in train (read as an "eval" pass over train) and
   # 1000 times in test; masks count each example once.
   for split, num, per_class in (("train", 60000, 6000), ("test", 10000, 1000)):
-    split_config = dict(config, eval_split=split)
-    split_info = datasets.prepare(split_config)
-    batches = list(input_pipeline.eval_iterator(split_config, split_info,
-                                                batch_size=num))
+    split_config = dataclasses.replace(config, eval_split=split)
+    split_info = preparation.prepare(split_config)
+    batches = list(pipeline.eval_iterator(split_config, split_info,
+                                          batch_size=num))
     assert len(batches) == 1 and batches[0]["mask"].sum() == num
     np.testing.assert_array_equal(np.bincount(batches[0]["label"]), [per_class] * 10)
   image = batches[0]["image"]
@@ -68,10 +71,10 @@ def test_manual_dir_is_a_root_or_the_folder_itself(tmp_path):
   for f in FASHION_FILES:  # mnist uses the same four file names
     (folder / f).write_bytes(b"")
   for manual_dir in (tmp_path, folder):
-    found, _ = datasets._manual_folder(str(manual_dir), "mnist", FASHION_FILES)
+    found, _ = preparation._manual_folder(str(manual_dir), "mnist", FASHION_FILES)
     assert found == folder
-  found, searched = datasets._manual_folder(str(tmp_path), "fashion_mnist",
-                                                  FASHION_FILES)
+  found, searched = preparation._manual_folder(str(tmp_path), "fashion_mnist",
+                                              FASHION_FILES)
   assert found is None and searched == [tmp_path / "fashion_mnist", tmp_path]
 
 
@@ -81,17 +84,18 @@ def test_manual_dir_is_a_root_or_the_folder_itself(tmp_path):
 
 def test_unknown_dataset_name_raises():
   with pytest.raises(ValueError, match=r"Unknown dataset name 'svhn'.*fashion_mnist"):
-    datasets.prepare({"name": "svhn"})
+    DataConfig.from_config({"name": "svhn"})
 
 
 def test_imagenet_without_files_fails_fast(tmp_path):
   manual_dir = tmp_path / "manual"
   manual_dir.mkdir()
-  config = dict(name="imagenet2012", data_dir=str(tmp_path / "tfds"),
-                manual_dir=str(manual_dir), cache=False)
+  config = DataConfig.from_config(dict(
+      name="imagenet2012", data_dir=str(tmp_path / "tfds"),
+      manual_dir=str(manual_dir), cache=False))
   start = time.monotonic()
-  with pytest.raises(datasets.DataNotFoundError) as error:
-    datasets.prepare(config)
+  with pytest.raises(preparation.DataNotFoundError) as error:
+    preparation.prepare(config)
   assert time.monotonic() - start < 10
   message = str(error.value)
   for expected in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar",
@@ -102,15 +106,16 @@ def test_imagenet_without_files_fails_fast(tmp_path):
 @pytest.mark.parametrize("with_manual_dir", [True, False])
 def test_offline_fashion_mnist_fails_fast(tmp_path, monkeypatch, with_manual_dir):
   # Hermetic: pretend the download host is unreachable even where it is not.
-  monkeypatch.setattr(datasets, "_host_reachable", lambda *a, **k: False)
+  monkeypatch.setattr(preparation, "_host_reachable", lambda *a, **k: False)
   manual_dir = tmp_path / "manual"
   (manual_dir / "fashion_mnist").mkdir(parents=True)
   (manual_dir / "fashion_mnist" / FASHION_FILES[0]).write_bytes(b"")  # 1 of 4
-  config = dict(name="fashion_mnist", data_dir=str(tmp_path / "tfds"),
-                manual_dir=str(manual_dir) if with_manual_dir else None)
+  config = DataConfig.from_config(dict(
+      name="fashion_mnist", data_dir=str(tmp_path / "tfds"),
+      manual_dir=str(manual_dir) if with_manual_dir else None))
   start = time.monotonic()
-  with pytest.raises(datasets.DataNotFoundError) as error:
-    datasets.prepare(config)
+  with pytest.raises(preparation.DataNotFoundError) as error:
+    preparation.prepare(config)
   assert time.monotonic() - start < 10
   message = str(error.value)
   for expected in FASHION_FILES:

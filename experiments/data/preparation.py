@@ -1,10 +1,9 @@
-"""The datasets: what each one is, the data config's fields, and preparing them.
+"""Preparing a dataset: tfds builds it once as array_record files, and says what it holds.
 
-Datasets (tfds names): ``mnist``, ``fashion_mnist``, ``cifar10``,
-``imagenet2012``. ``prepare(data_config)`` makes sure the dataset is built
-under ``data_dir`` in tfds's ``array_record`` format (random access for the
-sampler of ``input_pipeline.py``) and returns a ``DatasetInfo``. When the
-data is not there yet it is built:
+``prepare(data_config)`` makes sure the dataset is built under ``data_dir`` in
+tfds's ``array_record`` format (random access for the sampler of
+``pipeline.py``) and returns a ``DatasetInfo``. When the data is not there yet
+it is built:
 
 1. from ``manual_dir`` when it holds every expected file. ``manual_dir`` may be a
    root with one ``<name>/`` folder per dataset (like ``../shared/datasets``) or
@@ -20,32 +19,7 @@ data is not there yet it is built:
 
 Building needs TensorFlow (``tensorflow-cpu``); reading does not. Concurrent
 ``prepare`` calls (several processes of one run) are serialised by a file lock.
-
-Config fields (``data_config``: an ``ml_collections.ConfigDict``, a mapping or
-any object with these attributes; missing fields take the defaults)
---------------------------------------------------------------------------------
-==============  =========================  =========================================
-field           default                    meaning
-==============  =========================  =========================================
-name            (required)                 tfds name, one of ``SUPPORTED_DATASETS``
-data_dir        None (tfds default,        where the prepared array_record data lives
-                ``~/tensorflow_datasets``)
-manual_dir      None                       root with ``<name>/`` folders, or the
-                                           folder with the original files
-cache           None -> True for mnist,    decode a split into memory once
-                fashion_mnist, cifar10;
-                False for imagenet2012
-augment         True                       training augmentation of the recipe
-prefetch        1                          batches prepared ahead on a thread (0: off)
-read_threads    min(8, cpu count)          threads decoding uncached records
-image_size      None -> 224                imagenet2012 only: side of the crops
-train_split     None -> "train"            tfds split spec, e.g. "train[:10%]"
-eval_split      None -> "test"             ("validation" for imagenet2012)
-validation_     0                          examples held out of the train split as
-holdout                                    a validation set (0: none)
-validation_     0                          seeds the choice of the held-out examples
-seed                                       (fixed whatever the training seed)
-==============  =========================  =========================================
+The data config's fields are listed in ``datasets.py``.
 """
 
 from __future__ import annotations
@@ -53,15 +27,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import socket
 import sys
 import threading
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from experiments.data.datasets import RECIPES, DataConfig
 from experiments.user_errors import ConfigError, UserError
 
 try:  # POSIX only; elsewhere concurrent prepares are not serialised.
@@ -92,108 +65,32 @@ class DatasetInfo:
   num_validation: int = 0
 
 
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-  """How a dataset's images are shaped, normalised, augmented and read."""
-
-  image_shape: tuple[int, int, int]
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  augmentation: str  # "none" | "cifar" | "imagenet"
-  cache: bool
-  eval_split: str = "test"
-  manual_files: tuple[str, ...] = ()  # only for datasets tfds cannot download
-
-
-RECIPES: dict[str, Recipe] = {
-    "mnist": Recipe((28, 28, 1), (0.1307,), (0.3081,), "none", True),
-    "fashion_mnist": Recipe((28, 28, 1), (0.2860,), (0.3530,), "none", True),
-    "cifar10": Recipe(
-        (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-        "cifar", True),
-    "imagenet2012": Recipe(
-        (224, 224, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-        "imagenet", False, eval_split="validation",
-        manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")),
-}
-SUPPORTED_DATASETS: tuple[str, ...] = tuple(RECIPES)
-
 _NETWORK_TIMEOUT_S = 3.0
 
 
 # ----------------------------------------------------------------------------
-# Config access.
+# Opening a prepared dataset.
 
 
-def field(config: Any, name: str, default: Any = None) -> Any:
-  if isinstance(config, Mapping):
-    value = config.get(name, default)
-  else:
-    value = getattr(config, name, default)
-  return default if value is None else value
-
-
-def dataset_name(config: Any) -> str:
-  name = field(config, "name")
-  if name not in RECIPES:
-    raise ConfigError(
-        f"Unknown dataset name {name!r}: choose one of "
-        f"{', '.join(SUPPORTED_DATASETS)} (tfds names).")
-  return name
-
-
-def _image_shape(config: Any, name: str) -> tuple[int, int, int]:
-  shape = RECIPES[name].image_shape
-  size = field(config, "image_size")
-  if size is None or size == shape[0]:
-    return shape
-  if name != "imagenet2012":
-    raise ConfigError(
-        f"image_size={size} is only supported for imagenet2012; {name} images "
-        f"are {shape[0]}x{shape[1]}.")
-  return (int(size), int(size), shape[2])
-
-
-def splits(config: Any, name: str) -> tuple[str, str]:
-  """(train split, eval split) as tfds split specs."""
-  return (field(config, "train_split", "train"),
-          field(config, "eval_split", RECIPES[name].eval_split))
-
-
-def validation_holdout(config: Any, num_examples: int) -> int:
-  holdout = int(field(config, "validation_holdout", 0))
-  if not 0 <= holdout < num_examples:
-    raise ConfigError(
-        f"validation_holdout={holdout} must be in [0, {num_examples}), the size "
-        "of the train split.")
-  return holdout
-
-
-def use_cache(config: Any, name: str) -> bool:
-  cache = bool(field(config, "cache", RECIPES[name].cache))
-  if cache and name == "imagenet2012":
-    raise ConfigError(
-        "cache=True is not supported for imagenet2012 (variable-size images, "
-        "about 150 GB decoded): set data.cache=False.")
-  return cache
-
-
-def _data_dir(config: Any) -> str | None:
-  data_dir = field(config, "data_dir")
-  return None if data_dir is None else os.fspath(Path(data_dir).expanduser())
-
-
-def builder(name: str, config: Any):
+def builder(config: DataConfig):
   # tfds loads here, where a dataset is opened, and not with this module: the
   # synthetic-data benchmarks run where tfds is not installed.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds.builder(name, data_dir=_data_dir(config),
+  return tfds.builder(config.name, data_dir=config.data_dir,
                       file_format="array_record")
 
 
-def source(dataset_builder, split: str):
-  """Random access to the records of ``split`` (a tfds data source)."""
-  return dataset_builder.as_data_source(split=split)
+def source(dataset_builder, split: str, *, jpeg: bool = False):
+  """Random access to the records of ``split`` (a tfds data source).
+
+  With ``jpeg`` the images are the encoded JPEG bytes, for the transforms to
+  decode (at reduced scale where they can).
+  """
+  decoders = None
+  if jpeg:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    decoders = {"image": tfds.decode.SkipDecoding()}
+  return dataset_builder.as_data_source(split=split, decoders=decoders)
 
 
 # ----------------------------------------------------------------------------
@@ -292,10 +189,9 @@ def _prepare_lock(data_dir: str | None, name: str):
       fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _build(dataset_builder, name: str, config: Any) -> None:
+def _build(dataset_builder, config: DataConfig) -> None:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  data_dir = _data_dir(config)
-  manual_dir = field(config, "manual_dir")
+  name, data_dir, manual_dir = config.name, config.data_dir, config.manual_dir
   expected = _expected_files(dataset_builder, name)
   folder, searched = _manual_folder(manual_dir, name, expected)
   hosts = _download_hosts(dataset_builder) if not RECIPES[name].manual_files else []
@@ -321,31 +217,29 @@ def _build(dataset_builder, name: str, config: Any) -> None:
     )
 
 
-def prepare(data_config: Any) -> DatasetInfo:
+def prepare(data_config: DataConfig) -> DatasetInfo:
   """Makes sure the dataset is prepared (array_record) and describes it.
 
   Args:
-    data_config: the data config (see the module docstring for its fields).
+    data_config: from ``DataConfig.from_config(config.data)``.
 
   Returns:
     A ``DatasetInfo`` with the sizes of the configured splits.
 
   Raises:
-    ValueError: unknown dataset name or unsupported option.
+    ConfigError: a split or option that does not fit the prepared data.
     DataNotFoundError: the data is not prepared, not in ``manual_dir`` and not
       downloadable; raised within seconds, naming the files and their folder.
   """
-  name = dataset_name(data_config)
-  image_shape = _image_shape(data_config, name)
-  use_cache(data_config, name)  # Validates the option before any work.
-  dataset_builder = builder(name, data_config)
+  name = data_config.name
+  dataset_builder = builder(data_config)
   if not dataset_builder.is_prepared():
-    with _prepare_lock(_data_dir(data_config), name):
+    with _prepare_lock(data_config.data_dir, name):
       # Another process may have built it meanwhile.
-      dataset_builder = builder(name, data_config)
+      dataset_builder = builder(data_config)
       if not dataset_builder.is_prepared():
-        _build(dataset_builder, name, data_config)
-        dataset_builder = builder(name, data_config)
+        _build(dataset_builder, data_config)
+        dataset_builder = builder(data_config)
   file_format = dataset_builder.info.file_format
   if file_format is not None and file_format.value != "array_record":
     raise ConfigError(
@@ -353,14 +247,17 @@ def prepare(data_config: Any) -> DatasetInfo:
         f"{file_format.value}; this pipeline reads array_record files. Use "
         "another data_dir (it is rebuilt there) or convert it with `tfds "
         "convert_format`.")
-  train_split, eval_split = splits(data_config, name)
-  num_train = len(source(dataset_builder, train_split))
-  holdout = validation_holdout(data_config, num_train)
+  num_train = len(source(dataset_builder, data_config.train_split))
+  holdout = data_config.validation_holdout
+  if holdout >= num_train:
+    raise ConfigError(
+        f"config.data.validation_holdout={holdout} must be smaller than "
+        f"{num_train}, the size of the train split {data_config.train_split!r}.")
   return DatasetInfo(
       name=name,
       num_train=num_train - holdout,
-      num_test=len(source(dataset_builder, eval_split)),
+      num_test=len(source(dataset_builder, data_config.eval_split)),
       num_classes=int(dataset_builder.info.features["label"].num_classes),
-      image_shape=image_shape,
+      image_shape=data_config.image_shape,
       num_validation=holdout,
   )

@@ -1,0 +1,195 @@
+"""The datasets (their recipes) and the data config, resolved once into ``DataConfig``.
+
+Datasets (tfds names): ``mnist``, ``fashion_mnist``, ``cifar10``,
+``imagenet2012``. ``DataConfig.from_config(config.data)`` applies the defaults
+below, checks every field (``ConfigError`` naming it) and returns a frozen
+``DataConfig``; ``preparation.prepare``, the iterators of ``pipeline`` and the
+``transforms`` take that object and nothing else.
+
+Fields of ``config.data`` (an ``ml_collections.ConfigDict``, a mapping or an
+object with these attributes; a missing field or ``None`` takes the default)
+--------------------------------------------------------------------------------
+==================  =========================  =====================================
+field               default                    meaning
+==================  =========================  =====================================
+name                (required)                 tfds name, one of ``SUPPORTED_DATASETS``
+data_dir            None (tfds default,        where the prepared array_record data
+                    ``~/tensorflow_datasets``) lives
+manual_dir          None                       root with ``<name>/`` folders, or the
+                                               folder with the original files
+cache               True for mnist,            decode a split into memory once
+                    fashion_mnist, cifar10;
+                    False for imagenet2012
+augment             True                       training augmentation of the recipe
+prefetch            1                          batches prepared ahead (0: none, the
+                                               batch is made when it is asked for)
+read_threads        1 with cache or worker     threads preparing batches (in each
+                    processes, else            worker process, if any)
+                    min(8, cpu count)
+worker_processes    cpu count for JPEG         processes decoding and transforming
+                    (imagenet2012), else 0     batches (0: in this process)
+image_size          224 (imagenet2012 only)    side of the crops
+train_split         "train"                    tfds split spec, e.g. "train[:10%]"
+eval_split          "test" ("validation"
+                    for imagenet2012)
+validation_holdout  0                          examples held out of the train split
+                                               as a validation set (0: none)
+validation_seed     0                          seeds the choice of the held-out
+                                               examples (whatever the training seed)
+==================  =========================  =====================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from experiments.user_errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How a dataset's images are shaped, normalised, augmented and read."""
+
+  image_shape: tuple[int, int, int]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augmentation: str  # "none" | "cifar" | "imagenet"
+  cache: bool
+  eval_split: str = "test"
+  manual_files: tuple[str, ...] = ()  # only for datasets tfds cannot download
+  jpeg: bool = False  # records are read as JPEG bytes, decoded by the transforms
+
+
+RECIPES: dict[str, Recipe] = {
+    "mnist": Recipe((28, 28, 1), (0.1307,), (0.3081,), "none", True),
+    "fashion_mnist": Recipe((28, 28, 1), (0.2860,), (0.3530,), "none", True),
+    "cifar10": Recipe(
+        (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        "cifar", True),
+    "imagenet2012": Recipe(
+        (224, 224, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+        "imagenet", False, eval_split="validation",
+        manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+        jpeg=True),
+}
+SUPPORTED_DATASETS: tuple[str, ...] = tuple(RECIPES)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The data config with its defaults applied and checked (fields: module docstring).
+
+  Build it with ``DataConfig.from_config(config.data)``; constructing it
+  directly checks the fields the same way but applies no defaults.
+  """
+
+  name: str
+  data_dir: str | None
+  manual_dir: str | None
+  cache: bool
+  augment: bool
+  prefetch: int
+  read_threads: int
+  worker_processes: int
+  image_size: int
+  train_split: str
+  eval_split: str
+  validation_holdout: int
+  validation_seed: int
+
+  @classmethod
+  def from_config(cls, data: Any) -> DataConfig:
+    """Resolves ``config.data`` (ConfigDict, mapping or object): defaults, then checks."""
+    given = _fields_of(data)
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ConfigError(
+          f"config.data.{unknown[0]} is not a data field; the fields are "
+          f"{', '.join(f.name for f in dataclasses.fields(cls))}.")
+    name = given.get("name")
+    if name not in RECIPES:
+      raise ConfigError(
+          f"Unknown dataset name {name!r} (config.data.name): choose one of "
+          f"{', '.join(SUPPORTED_DATASETS)} (tfds names).")
+    recipe = RECIPES[name]
+    cache = _default(given, "cache", recipe.cache)
+    workers = _default(given, "worker_processes",
+                       (os.cpu_count() or 1) if recipe.jpeg else 0)
+    threads = 1 if cache or workers else min(8, os.cpu_count() or 1)
+    data_dir, manual_dir = given.get("data_dir"), given.get("manual_dir")
+    return cls(
+        name=name,
+        data_dir=None if data_dir is None else os.fspath(Path(data_dir).expanduser()),
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir),
+        cache=cache,
+        augment=_default(given, "augment", True),
+        prefetch=_default(given, "prefetch", 1),
+        read_threads=_default(given, "read_threads", threads),
+        worker_processes=workers,
+        image_size=_default(given, "image_size", recipe.image_shape[0]),
+        train_split=_default(given, "train_split", "train"),
+        eval_split=_default(given, "eval_split", recipe.eval_split),
+        validation_holdout=_default(given, "validation_holdout", 0),
+        validation_seed=_default(given, "validation_seed", 0),
+    )
+
+  def __post_init__(self):
+    if self.name not in RECIPES:
+      raise ConfigError(
+          f"Unknown dataset name {self.name!r} (config.data.name): choose one of "
+          f"{', '.join(SUPPORTED_DATASETS)} (tfds names).")
+    for field in ("cache", "augment"):
+      if not isinstance(getattr(self, field), bool):
+        raise ConfigError(f"config.data.{field} must be True or False, got "
+                          f"{getattr(self, field)!r}.")
+    for field, low in (("prefetch", 0), ("read_threads", 1), ("worker_processes", 0),
+                       ("image_size", 1), ("validation_holdout", 0),
+                       ("validation_seed", 0)):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"config.data.{field} must be an integer >= {low}, got "
+                          f"{value!r}.")
+    for field in ("train_split", "eval_split"):
+      if not isinstance(getattr(self, field), str):
+        raise ConfigError(f"config.data.{field} must be a tfds split spec such as "
+                          f"'train[:10%]', got {getattr(self, field)!r}.")
+    native = self.recipe.image_shape[0]
+    if self.image_size != native and not self.recipe.jpeg:
+      raise ConfigError(
+          f"config.data.image_size={self.image_size} is only supported for "
+          f"imagenet2012; {self.name} images are {native}x{native}.")
+    if self.cache and self.recipe.jpeg:
+      raise ConfigError(
+          f"config.data.cache=True is not supported for {self.name} "
+          "(variable-size images, about 150 GB decoded): set data.cache=False.")
+
+  @property
+  def recipe(self) -> Recipe:
+    return RECIPES[self.name]
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    """(H, W, C) of the images the iterators yield."""
+    return (self.image_size, self.image_size, self.recipe.image_shape[2])
+
+
+def _fields_of(data: Any) -> dict[str, Any]:
+  if isinstance(data, Mapping):
+    return dict(data)
+  if hasattr(data, "to_dict"):  # ml_collections.ConfigDict
+    return data.to_dict()
+  return dict(vars(data))
+
+
+def _default(given: Mapping[str, Any], field: str, default: Any) -> Any:
+  value = given.get(field)
+  if value is None:
+    return default
+  if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    return int(value)  # e.g. a NumPy integer
+  return value

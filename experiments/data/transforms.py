@@ -1,0 +1,156 @@
+"""Image transforms of the recipes: decoding, training augmentation, normalisation.
+
+Images go out float32 NHWC, normalised per channel by the dataset's mean and
+standard deviation (``datasets.RECIPES``).
+
+* mnist, fashion_mnist: no augmentation (the paper-style small CNN recipe);
+  normalisation only. ``augment`` has no effect.
+* cifar10: training images zero-padded by 4 pixels, randomly cropped back to
+  32x32 and flipped horizontally with probability 1/2.
+* imagenet2012 (JPEG bytes in, decoded here with PIL): training: random-resized
+  crop (area 8%-100%, aspect ratio 3/4-4/3, 10 attempts, else a central crop)
+  resized (bilinear) to ``image_size`` and flipped with probability 1/2.
+  Evaluation: resize the shorter side to ``image_size * 256 / 224`` and take
+  the central ``image_size`` square. Runs without a GPU and without TensorFlow.
+
+  The crop box is chosen on the full image, then the JPEG is decoded at the
+  smallest of 1, 1/2, 1/4 and 1/8 scale at which the box still covers at least
+  ``image_size`` pixels each way (PIL's ``Image.draft``: libjpeg scales in the
+  DCT domain, with smaller inverse DCTs and fewer pixels to convert). The crop
+  is then resized from that reduced image, so the output differs from a
+  full-scale decode only by the DCT downscaling's averaging and rounding; where
+  no reduction fits (224-pixel crops of images under 448 pixels, most of
+  ImageNet) the decode is the full one.
+
+With ``augment=False`` the training images get the evaluation transform. The
+random numbers come from the sampler: row ``j`` of ``uniforms`` holds those of
+the example at global position ``j`` of the batch, so the augmentation does
+not depend on how the batch is split over processes, threads or workers.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from experiments.data.datasets import DataConfig
+
+# Random-resized crop: attempts, each (area, log aspect ratio, x, y), + flip.
+_CROP_ATTEMPTS = 10
+
+Box = tuple[float, float, float, float]  # (left, top, right, bottom)
+
+
+def _normalise(images: np.ndarray, config: DataConfig,
+               out: np.ndarray | None = None) -> np.ndarray:
+  """(uint8 images - mean) / std in float32, into ``out`` if given."""
+  recipe = config.recipe
+  mean = np.asarray(recipe.mean, np.float32) * 255.0
+  inv_std = 1.0 / (np.asarray(recipe.std, np.float32) * 255.0)
+  # In place: the float32 operations of (images - mean) * inv_std, no temporaries.
+  out = np.subtract(images, mean, out=out, dtype=np.float32)
+  out *= inv_std
+  return out
+
+
+def _cifar_augment(images: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+  n, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+  out = np.empty_like(images)
+  offsets_y = np.minimum((uniforms[:, 0] * 9).astype(int), 8)
+  offsets_x = np.minimum((uniforms[:, 1] * 9).astype(int), 8)
+  for i in range(n):
+    crop = padded[i, offsets_y[i]:offsets_y[i] + h, offsets_x[i]:offsets_x[i] + w]
+    out[i] = crop[:, ::-1] if uniforms[i, 2] < 0.5 else crop
+  return out
+
+
+def _random_resized_crop_box(height: int, width: int, u: np.ndarray) -> Box:
+  area = height * width
+  for attempt in range(_CROP_ATTEMPTS):
+    a, r, x, y = u[4 * attempt:4 * attempt + 4]
+    target_area = area * (0.08 + a * (1.0 - 0.08))
+    aspect = math.exp(math.log(3 / 4) + r * (math.log(4 / 3) - math.log(3 / 4)))
+    w = int(round(math.sqrt(target_area * aspect)))
+    h = int(round(math.sqrt(target_area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      left = min(int(x * (width - w + 1)), width - w)
+      top = min(int(y * (height - h + 1)), height - h)
+      return (left, top, left + w, top + h)
+  side = min(height, width)  # Fallback: the central square.
+  left, top = (width - side) // 2, (height - side) // 2
+  return (left, top, left + side, top + side)
+
+
+def _central_crop_box(height: int, width: int, size: int) -> Box:
+  # Central crop covering size/resize of the shorter side == resize + crop.
+  side = min(height, width) * size / (size * 256 / 224)
+  left, top = (width - side) / 2, (height - side) / 2
+  return (left, top, left + side, top + side)
+
+
+def _decode_crop_resize(jpeg: bytes, crop_box: Callable[[int, int], Box],
+                        size: int) -> np.ndarray:
+  """Decodes ``jpeg`` (reduced by draft where the crop allows), crops, resizes."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(io.BytesIO(jpeg)) as image:
+    width, height = image.size
+    left, top, right, bottom = crop_box(height, width)
+    # Ask for the image at a size where the crop keeps >= size pixels each way;
+    # draft picks the largest JPEG scale 1/2^k that is at least that big.
+    reduced = image.draft("RGB", (math.ceil(width * size / (right - left)),
+                                  math.ceil(height * size / (bottom - top))))
+    scale = 1.0 if reduced is None else reduced[1][2] / width
+    if image.mode != "RGB":  # grayscale or CMYK JPEGs
+      image = image.convert("RGB")
+    out = image.resize((size, size), Image.Resampling.BILINEAR,
+                       box=(left * scale, top * scale, right * scale, bottom * scale))
+  return np.asarray(out)
+
+
+def _imagenet_train(jpeg: bytes, u: np.ndarray, size: int) -> np.ndarray:
+  out = _decode_crop_resize(
+      jpeg, lambda height, width: _random_resized_crop_box(height, width, u), size)
+  return out[:, ::-1] if u[4 * _CROP_ATTEMPTS] < 0.5 else out
+
+
+def _imagenet_eval(jpeg: bytes, size: int) -> np.ndarray:
+  return _decode_crop_resize(
+      jpeg, lambda height, width: _central_crop_box(height, width, size), size)
+
+
+def transform(config: DataConfig, images: np.ndarray | Sequence,
+              uniforms: np.ndarray | None) -> np.ndarray:
+  """Images -> normalised float32 [n, H, W, C]; ``uniforms=None``: evaluation.
+
+  ``images``: uint8 arrays (or one stacked array), or JPEG bytes for
+  imagenet2012; ``uniforms``: [n, num_uniforms(config)] from the sampler.
+  """
+  kind = config.recipe.augmentation
+  image_shape = config.image_shape
+  if kind == "imagenet":
+    # Each image is normalised as soon as it is made, while it is in cache.
+    out = np.empty((len(images), *image_shape), np.float32)
+    for i, image in enumerate(images):
+      if uniforms is None:
+        image = _imagenet_eval(image, image_shape[0])
+      else:
+        image = _imagenet_train(image, uniforms[i], image_shape[0])
+      _normalise(image, config, out[i])
+    return out
+  images = np.stack(images) if isinstance(images, list) else images
+  images = images.reshape((-1, *image_shape))
+  if kind == "cifar" and uniforms is not None:
+    images = _cifar_augment(images, uniforms)
+  return _normalise(images, config)
+
+
+def num_uniforms(config: DataConfig) -> int:
+  """How many random numbers the training augmentation takes per example."""
+  if not config.augment:
+    return 0
+  return {"none": 0, "cifar": 3, "imagenet": 4 * _CROP_ATTEMPTS + 1}[
+      config.recipe.augmentation]
