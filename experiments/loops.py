@@ -127,7 +127,7 @@ class _Loop:
     self.abstract_state = jax.eval_shape(self._init_state)
     # Log the trust ratios of the adapted layers (masked ones are always 1).
     self.trust_ratio_names = frozenset()
-    if config.log_trust_ratios and config.optimizer == "lars":
+    if config.log_trust_ratios and config.optimizer in ("lars", "lamb"):
       self.trust_ratio_names = frozenset(
           name for name, x in steps.flat_named(self.abstract_state["params"]).items()
           if x.ndim > 1 or not config.exclude_bias_and_norm)

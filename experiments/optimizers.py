@@ -9,7 +9,7 @@ from absl import logging
 
 import lars_optax
 
-OPTIMIZERS = ("lars", "optax_lars", "sgd")
+OPTIMIZERS = ("lars", "optax_lars", "sgd", "lamb")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
 
 
@@ -88,6 +88,13 @@ def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
         trust_ratio_mask=mask if mask is not None else True,
         momentum=config.momentum,
         nesterov=config.nesterov,
+    )
+  if config.optimizer == "lamb":  # Adam's b1, b2, eps at lars_optax's defaults
+    return lars_optax.lamb(
+        learning_rate,
+        weight_decay=config.weight_decay,
+        weight_decay_mask=mask,
+        trust_ratio_mask=mask,
     )
   if config.optimizer == "sgd":
     return optax.chain(

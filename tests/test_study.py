@@ -484,3 +484,70 @@ def test_a_grid_where_no_run_learns_is_extended_downwards():
   scaled = 0.1 * 4096 / 128
   assert min(grids["sgd"]) == pytest.approx(
       scaled * study.SGD_SCALE_FACTORS[0] / study.EDGE_FACTOR)
+
+
+# ----------------------------------------------------------------------------
+# Study 2: the budget (Q1) and the tuned baseline (Q2).
+
+
+def _committed_rows():
+  return [r for r in lb.read_rows(lb.RESULTS) if r["study"] == "1"]
+
+
+def test_budget_grids_are_centred_on_the_first_selection():
+  rows = _committed_rows()
+  first = lb.plan_study(rows).selected
+  plan = lb.plan_budget(rows)
+  for (model, batch_size), values in plan.grids.items():
+    factors = (study.BUDGET_REFERENCE_FACTORS
+               if batch_size == study.REFERENCE_BATCH_SIZE
+               else study.BUDGET_FACTORS)
+    for optimizer, lrs in values.items():
+      assert lrs == [first[(model, batch_size)][optimizer] * f for f in factors]
+  assert all(r.study == 2 and r.epochs == study.BUDGET_EPOCHS for r in plan.runs)
+  assert not lb.plan_budget([]).runs  # waits for the first study
+
+
+def test_baseline_gives_each_optimizer_the_same_search():
+  rows = _committed_rows()
+  first = lb.plan_study(rows).selected
+  plan = lb.plan_baseline(rows)
+  trials = collections.Counter(
+      (r.model, r.batch_size, r.optimizer, r.warmup_fraction) for r in plan.runs)
+  assert set(trials.values()) == {len(study.BASELINE_FACTORS)}
+  assert len(trials) == (len(study.BASELINE_POINTS)
+                         * len(study.BASELINE_OPTIMIZERS)
+                         * len(study.BASELINE_WARMUP_FRACTIONS))
+  for run in plan.runs:
+    assert run.nesterov == (run.optimizer == "sgd") and run.epochs == study.EPOCHS
+  lars = first[("A", 4096)]["lars"]
+  lamb = sorted(r.learning_rate for r in plan.runs
+                if (r.model, r.batch_size, r.optimizer, r.warmup_fraction)
+                == ("A", 4096, "lamb", 0.1))
+  assert lamb == [lars * study.LARS_TRUST_COEFFICIENT * f
+                  for f in study.BASELINE_FACTORS]
+
+
+def test_baseline_selects_the_best_trial_over_both_warmups():
+  rows = _committed_rows()
+  best_warmup = {"lars": 0.1, "sgd": 0.3, "lamb": 0.3}
+  for _ in range(10):  # finish the A/4096 grids, peaking in their middle
+    plan = lb.plan_baseline(rows)
+    todo = [r for r in plan.runs if (r.model, r.batch_size) == ("A", 4096)
+            and r.phase == "baseline"
+            and r.key() not in {lb.row_key(x) for x in rows}]
+    if not todo:
+      break
+    for run in todo:
+      lrs = plan.grids[("A", 4096, run.warmup_fraction)][run.optimizer]
+      middle = len(lrs) // 2
+      bonus = 0.01 if run.warmup_fraction == best_warmup[run.optimizer] else 0
+      rows.append(make_row(
+          run, 0.8 + bonus - 0.01 * abs(lrs.index(run.learning_rate) - middle)))
+  plan = lb.plan_baseline(rows)
+  assert plan.warmups[("A", 4096)] == best_warmup
+  seeds = [r for r in plan.runs if r.phase == "baseline_seed"]
+  assert {(r.optimizer, r.warmup_fraction, r.seed) for r in seeds} == {
+      (o, w, s) for o, w in best_warmup.items() for s in (1, 2)}
+  assert all(r.learning_rate == plan.selected[("A", 4096)][r.optimizer]
+             for r in seeds)

@@ -170,6 +170,20 @@ BUDGET_POINTS = {"A": (128, 4096, 8192), "B": (128, 8192)}  # in run order
 # spaced by 2, centred on it; three at the reference batch (R80).
 BUDGET_FACTORS = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)
 BUDGET_REFERENCE_FACTORS = (1 / 2, 1.0, 2.0)
+# Study 2, Q2 (a tuned baseline, Nado et al. 2021): at the large batches,
+# 20 epochs, SGD with Nesterov momentum, LARS and LAMB get the same search:
+# both warm-ups x five learning rates (x BASELINE_FACTORS of a centre), each
+# warm-up's grid tuned with the edge-extension rule; the best trial by
+# validation is selected and seeds 1 and 2 run there. Centres: LARS and SGD
+# at the first study's selection (SGD's was heavy-ball, the same momentum
+# 0.9); LAMB at LARS's selected relative step (gamma * trust coefficient),
+# since LAMB's learning rate is its relative step per layer.
+BASELINE_POINTS = (("A", 4096), ("A", 8192), ("B", 4096), ("B", 8192))
+BASELINE_OPTIMIZERS = ("lars", "sgd", "lamb")  # sgd: Nesterov momentum
+BASELINE_WARMUP_FRACTIONS = (0.1, 0.3)
+BASELINE_FACTORS = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)
+LARS_TRUST_COEFFICIENT = 0.001  # default.py's, the paper's
+
 # A run that ends within 2 points of chance (10 classes) is "collapsed":
 # a failure, like a diverged one, when selecting.
 COLLAPSED_BELOW = 0.12
@@ -206,8 +220,9 @@ def run_config(model: str, optimizer: str, batch_size: int,
   """The config of one run of the study (the default config, overridden)."""
   if model not in MODELS:
     raise ValueError(f"Unknown study model {model!r}; valid: {sorted(MODELS)}.")
-  if optimizer not in OPTIMIZERS:
-    raise ValueError(f"Unknown optimizer {optimizer!r}; valid: {OPTIMIZERS}.")
+  if optimizer not in BASELINE_OPTIMIZERS:
+    raise ValueError(
+        f"Unknown optimizer {optimizer!r}; valid: {BASELINE_OPTIMIZERS}.")
   config = default.get_config()
   config.data.validation_holdout = VALIDATION_HOLDOUT
   config.data.validation_seed = 0

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -253,10 +254,13 @@ class Plan:
   extensions: dict[tuple[str, int], tuple[int, int]]
   # Runs not yet defined because they wait for other runs, by phase.
   undefined: dict[str, int]
+  # (model, batch) -> {optimizer: selected warm-up fraction} (Q2 only).
+  warmups: dict[tuple[str, int], dict[str, float]] = dataclasses.field(
+      default_factory=dict)
 
 
 def _ordered_runs(grids: Mapping[str, list[float]], make_run, low: int,
-                  high: int) -> list[Run]:
+                  high: int, optimizers: Sequence[str]) -> list[Run]:
   """A grid's runs: middle-out over the base values, then the extensions
   (outermost last), alternating optimizers."""
   orders = {}
@@ -268,7 +272,7 @@ def _ordered_runs(grids: Mapping[str, list[float]], make_run, low: int,
     orders[optimizer] = [make_run(optimizer, values[i]) for i in base + extra]
   runs = []
   for i in range(max((len(o) for o in orders.values()), default=0)):
-    for optimizer in design.OPTIMIZERS:
+    for optimizer in optimizers:
       if optimizer in orders and i < len(orders[optimizer]):
         runs.append(orders[optimizer][i])
   return runs
@@ -287,8 +291,10 @@ class Grid:
 
 def tune_grid(values_fn: Callable[[str, int, int], list[float] | None],
               make_run: Callable[[str, float], Run],
-              done: Mapping[tuple, float]) -> Grid:
-  """Both optimizers' grids with the edge-extension rule (module doc).
+              done: Mapping[tuple, float],
+              optimizers: Sequence[str] = design.OPTIMIZERS) -> Grid:
+  """The optimizers' grids with the edge-extension rule (module doc): where
+  one optimizer's best is at an edge, every optimizer gets one more value there.
 
   ``values_fn(optimizer, low, high)`` gives an optimizer's learning rates
   with ``low``/``high`` extensions (None while they are not known);
@@ -298,13 +304,12 @@ def tune_grid(values_fn: Callable[[str, int, int], list[float] | None],
   low = high = 0
   while True:
     values = {}
-    for optimizer in design.OPTIMIZERS:
+    for optimizer in optimizers:
       v = values_fn(optimizer, low, high)
       if v is not None:
         values[optimizer] = v
-    runs = _ordered_runs(values, make_run, low, high)
-    grid = Grid(runs, values, None, (low, high),
-                len(values) == len(design.OPTIMIZERS))
+    runs = _ordered_runs(values, make_run, low, high, optimizers)
+    grid = Grid(runs, values, None, (low, high), len(values) == len(optimizers))
     if not grid.complete_values or any(r.key() not in done for r in runs):
       return grid
     best = {}
@@ -473,9 +478,58 @@ def plan_budget(rows: Sequence[Mapping[str, str]]) -> Plan:
   return Plan(runs, selected, grids, extensions, {})
 
 
+def plan_baseline(rows: Sequence[Mapping[str, str]]) -> Plan:
+  """Study 2, Q2: Nesterov SGD, LARS and LAMB under one search (config's
+  BASELINE_*), then seeds 1 and 2 at each optimizer's best trial.
+
+  ``selected[(model, batch)]`` maps each optimizer to its best learning rate
+  and ``warmups[(model, batch)]`` to its warm-up fraction there.
+  """
+  first = plan_study(rows).selected
+  done = {row_key(r): selection_score(r) for r in rows}
+  plan = Plan([], {}, {}, {}, {})
+  seed_runs = []
+  for model, batch_size in design.BASELINE_POINTS:
+    if (model, batch_size) not in first:
+      continue  # waits for the first study's selection
+    centre = dict(first[(model, batch_size)])
+    centre["lamb"] = centre["lars"] * design.LARS_TRUST_COEFFICIENT
+
+    def make_run(optimizer, lr, warmup, model=model, batch_size=batch_size,
+                 seed=0, phase="baseline"):
+      return Run(model, optimizer, batch_size, lr, seed, phase,
+                 warmup_fraction=warmup, study=2, nesterov=optimizer == "sgd")
+
+    def values_fn(optimizer, low, high, centre=centre):
+      return _with_extensions(
+          [centre[optimizer] * f for f in design.BASELINE_FACTORS], low, high)
+
+    trials: dict[str, list[tuple[float, float, float]]] = {}
+    for warmup in design.BASELINE_WARMUP_FRACTIONS:
+      grid = tune_grid(values_fn, functools.partial(make_run, warmup=warmup),
+                       done, design.BASELINE_OPTIMIZERS)
+      plan.runs.extend(grid.runs)
+      plan.grids[(model, batch_size, warmup)] = grid.values
+      plan.extensions[(model, batch_size, warmup)] = grid.extensions
+      for optimizer, lr in (grid.selected or {}).items():
+        score = done[make_run(optimizer, lr, warmup).key()]
+        trials.setdefault(optimizer, []).append((score, -warmup, lr))
+    if any(len(t) < len(design.BASELINE_WARMUP_FRACTIONS)
+           for t in trials.values()) or not trials:
+      continue
+    best = {o: max(t) for o, t in trials.items()}  # ties: the shorter warm-up
+    plan.selected[(model, batch_size)] = {o: b[2] for o, b in best.items()}
+    plan.warmups[(model, batch_size)] = {o: -b[1] for o, b in best.items()}
+    seed_runs += [make_run(o, lr, -neg_warmup, seed=seed, phase="baseline_seed")
+                  for o, (_, neg_warmup, lr) in best.items()
+                  for seed in design.SEEDS[1:]]
+  plan.runs.extend(seed_runs)  # seeds after every grid
+  return plan
+
+
 def planned_runs(rows: Sequence[Mapping[str, str]]) -> list[Run]:
-  """Both studies' runs, in order."""
-  return plan_study(rows).runs + plan_budget(rows).runs
+  """Every study's runs, in order: study 1, then study 2's Q1 and Q2."""
+  return plan_study(rows).runs + plan_budget(rows).runs + plan_baseline(rows).runs
 
 
 def pilot_runs() -> list[Run]:
