@@ -13,7 +13,7 @@ import optax
 import pytest
 
 import lars_optax
-from experiments import benchmark_lars
+from experiments.benchmarks import benchmark_lars
 from experiments.benchmarks import benchmark_train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

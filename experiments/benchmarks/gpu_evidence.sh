@@ -57,7 +57,7 @@ for stage in ${*:-check step train}; do
       rm -rf /tmp/profile
       # One compilation per optimizer for its compile time: this stage is
       # about step times, and GPU compilations are slow.
-      python3 -m experiments.benchmark_lars --rounds 30 --compile-repeats 1 \
+      python3 -m experiments.benchmarks.benchmark_lars --rounds 30 --compile-repeats 1 \
         --trees resnet50 --profile_dir /tmp/profile --output "$out/benchmark_lars_gpu.json" \
         2>&1 | tee "$out/benchmark_lars.log"
       tar -czf "$out/profile.tgz" -C /tmp profile ;;

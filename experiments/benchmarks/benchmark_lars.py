@@ -15,10 +15,10 @@ be none), and the machine's description.
 ``--profile_dir`` also writes a jax.profiler trace of a few steps of ours
 (TensorBoard's profile plugin or Perfetto open it).
 
-    python -m experiments.benchmark_lars            # CPU, writes the JSON
-    python -m experiments.benchmark_lars --rounds 30 --output out.json
+    python -m experiments.benchmarks.benchmark_lars            # CPU, writes the JSON
+    python -m experiments.benchmarks.benchmark_lars --rounds 30 --output out.json
 
-On a GPU, experiments/gpu_evidence.sh runs it on the ResNet-50 tree with a
+On a GPU, experiments/benchmarks/gpu_evidence.sh runs it on the ResNet-50 tree with a
 profile.
 """
 
@@ -319,7 +319,7 @@ def main():
           "device_kind": jax.devices()[0].device_kind,
           "backend": jax.default_backend(),
       },
-      "command": " ".join(["python -m experiments.benchmark_lars", *sys.argv[1:]]),
+      "command": " ".join(["python -m experiments.benchmarks.benchmark_lars", *sys.argv[1:]]),
       "load_average_at_start": os.getloadavg(),
       "rounds": args.rounds,
       "compile_repeats": args.compile_repeats,
