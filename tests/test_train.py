@@ -70,7 +70,7 @@ def no_compile(monkeypatch):
 @pytest.mark.parametrize("field,value,message", [
     ("data.name", "mnist_v9", "Unknown dataset 'mnist_v9'"),
     ("model", "resnet5", "Unknown model 'resnet5'"),
-    ("optimizer", "lamb", "Unknown optimizer 'lamb'"),
+    ("optimizer", "adam", "Unknown optimizer 'adam'"),
     ("loop", "shard_map", "Unknown loop 'shard_map'"),
     ("batch_norm", "sync", "Unknown batch_norm mode 'sync'"),
     ("lr_scaling", "cubic", "Unknown lr_scaling rule 'cubic'"),
