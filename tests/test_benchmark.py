@@ -120,6 +120,13 @@ def test_gpu_evidence_script_runs_its_stages_here(tmp_path):
   points = json.loads((tmp_path / "benchmark_train_gpu.json").read_text())["points"]
   assert [(p["model"], p["loop"], p["global_batch_size"]) for p in points] == [
       ("cnn_tiny", "jit", 16)]
+  result = subprocess.run(["bash", str(script), "accum"], cwd=REPO,
+                          env=dict(env, ACCUM_POINTS="cnn_tiny:64"),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  accum = json.loads((tmp_path / "benchmark_train_accum_gpu.json").read_text())
+  assert accum["grad_accum_steps"] == 4
+  assert [p["global_batch_size"] for p in accum["points"]] == [64]
   result = subprocess.run(["bash", str(script), "tarin"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
   assert result.returncode == 2 and "unknown stage 'tarin'" in result.stderr

@@ -40,6 +40,8 @@ flags.DEFINE_list("loops", ["jit", "pmap"], "Loops to time.")
 flags.DEFINE_integer("steps", 10, "Timed steps per optimizer and point.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation).")
 flags.DEFINE_string("dtype", "float32", "Compute dtype of the models (params stay float32).")
+flags.DEFINE_integer("grad_accum_steps", 1,
+                     "Micro-batches per optimizer step (the global batch is split).")
 flags.DEFINE_string("output", None, "JSON file to write after every point (else print only).")
 
 OPTIMIZERS = ("lars", "sgd")
@@ -78,6 +80,7 @@ def _config(model: str, loop: str, optimizer: str, batch: int, dtype: str):
   config.optimizer = optimizer
   config.global_batch_size = batch
   config.model_dtype = dtype
+  config.grad_accum_steps = FLAGS.grad_accum_steps
   config.num_train_steps = 1000
   config.warmup_epochs = 0.1
   return config
@@ -161,7 +164,9 @@ def main(argv):
   results = {"machine": machine_description(), "points": [],
              "command": "python -m experiments.benchmarks.benchmark_train " + " ".join(
                  f"--{name}={FLAGS[name].serialize().split('=', 1)[-1]}"
-                 for name in ("points", "loops", "steps", "warmup", "dtype"))}
+                 for name in ("points", "loops", "steps", "warmup", "dtype",
+                              "grad_accum_steps")),
+             "grad_accum_steps": FLAGS.grad_accum_steps}
   for model, batch in (point.split(":") for point in FLAGS.points):
     for loop in FLAGS.loops:
       results["points"].append(_point_or_out_of_memory(model, loop, int(batch)))

@@ -13,15 +13,18 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp -d .whl ml_collections==1.1.0
 #
-# Stages (default: all three, in this order), sized to end within about ten
+# Stages (default: all four, in this order), sized to end within about ten
 # minutes on one GPU: `check` (the device, the library's tests and the loops'
 # equivalence with one device), `step` (benchmark_lars.py on the ResNet-50
 # tree, with a jax.profiler trace) and `train` (benchmarks/benchmark_train.py,
 # bf16 compute, most valuable points first; it writes its JSON after every
 # point, so a run cut short keeps what it measured; POINTS=MODEL:BATCH,...
-# replaces its points, e.g. for a dry run on a CPU with JAX_PLATFORMS=cpu).
+# replaces its points, e.g. for a dry run on a CPU with JAX_PLATFORMS=cpu) and
+# `accum` (ResNet-50 at global batch 1024 as 4 accumulated micro-batches of
+# 256, against the train stage's resnet50:256; ACCUM_POINTS replaces it).
 # Everything goes to $OUT (default runs/gpu_evidence): device.txt, tests.log,
-# benchmark_lars_gpu.json, profile.tgz, benchmark_train_gpu.json and the logs.
+# benchmark_lars_gpu.json, profile.tgz, benchmark_train_gpu.json,
+# benchmark_train_accum_gpu.json and the logs.
 set -uo pipefail
 out=${OUT:-runs/gpu_evidence}
 mkdir -p "$out"
@@ -39,7 +42,7 @@ fi
 points=${POINTS:-resnet50:256,resnet50:1024,resnet50:4096,alexnet_bn:512,\
 alexnet_bn:4096,resnet50:512,resnet50:2048}
 
-for stage in ${*:-check step train}; do
+for stage in ${*:-check step train accum}; do
   echo "== $stage ($(date -u +%T))"
   case $stage in
     check)
@@ -65,6 +68,11 @@ for stage in ${*:-check step train}; do
       python3 -m experiments.benchmarks.benchmark_train --loops=jit --dtype=bfloat16 \
         --points="$points" \
         --output="$out/benchmark_train_gpu.json" 2>&1 | tee "$out/benchmark_train.log" ;;
-    *) echo "unknown stage '$stage'; stages: check step train" >&2; exit 2 ;;
+    accum)
+      python3 -m experiments.benchmarks.benchmark_train --loops=jit --dtype=bfloat16 \
+        --points="${ACCUM_POINTS:-resnet50:1024}" --grad_accum_steps=4 \
+        --output="$out/benchmark_train_accum_gpu.json" 2>&1 \
+        | tee -a "$out/benchmark_train.log" ;;
+    *) echo "unknown stage '$stage'; stages: check step train accum" >&2; exit 2 ;;
   esac
 done
