@@ -72,7 +72,8 @@ def machine_description() -> dict:
   }
 
 
-def _config(model: str, loop: str, optimizer: str, batch: int, dtype: str):
+def _config(model: str, loop: str, optimizer: str, batch: int, dtype: str,
+            grad_accum_steps: int = 1):
   from experiments.configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.model = model
@@ -80,13 +81,13 @@ def _config(model: str, loop: str, optimizer: str, batch: int, dtype: str):
   config.optimizer = optimizer
   config.global_batch_size = batch
   config.model_dtype = dtype
-  config.grad_accum_steps = FLAGS.grad_accum_steps
+  config.grad_accum_steps = grad_accum_steps
   config.num_train_steps = 1000
   config.warmup_epochs = 0.1
   return config
 
 
-def _setup(model, loop, optimizer, batch, dtype):
+def _setup(model, loop, optimizer, batch, dtype, grad_accum_steps=1):
   """The loop's compiled train step, its state and a batch on the devices."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -94,7 +95,7 @@ def _setup(model, loop, optimizer, batch, dtype):
   from experiments.data.preparation import DatasetInfo  # pylint: disable=g-import-not-at-top
   shape = tuple(models.MODELS[model])
   info = DatasetInfo("synthetic", 100 * batch, batch, 1000, shape)
-  config = _config(model, loop, optimizer, batch, dtype)
+  config = _config(model, loop, optimizer, batch, dtype, grad_accum_steps)
   schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=100)
   runner = loops.create_loop(config, info, schedule)
   state = runner.to_loop(runner.init_canonical_state())
@@ -114,14 +115,15 @@ def _step(train_step, state, data):
   return state
 
 
-def measure(model, loop, batch, steps, warmup, dtype) -> dict:
+def measure(model, loop, batch, steps, warmup, dtype, grad_accum_steps=1) -> dict:
   """Examples/s with each optimizer, stepped alternately, and the ratio."""
   point = {"model": model, "loop": loop, "global_batch_size": batch,
            "dtype": dtype}
   runs, warmup_s = {}, {}
   for name in OPTIMIZERS:
     t0 = time.perf_counter()
-    train_step, state, data = _setup(model, loop, name, batch, dtype)
+    train_step, state, data = _setup(model, loop, name, batch, dtype,
+                                     grad_accum_steps)
     for _ in range(warmup):
       state = _step(train_step, state, data)
     warmup_s[name] = time.perf_counter() - t0
@@ -145,7 +147,8 @@ def measure(model, loop, batch, steps, warmup, dtype) -> dict:
 def _point_or_out_of_memory(model, loop, batch) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   try:
-    point = measure(model, loop, batch, FLAGS.steps, FLAGS.warmup, FLAGS.dtype)
+    point = measure(model, loop, batch, FLAGS.steps, FLAGS.warmup, FLAGS.dtype,
+                    FLAGS.grad_accum_steps)
   except jax.errors.JaxRuntimeError as error:
     if "RESOURCE_EXHAUSTED" not in str(error):
       raise
