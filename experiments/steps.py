@@ -94,13 +94,12 @@ def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
       out = gradients(params, batch_stats, micro_batch)
       return jax.tree.map(jnp.add, total, out), None
 
+    micro = micro_batches(batch, accum_steps, num_shards)
     zeros = jax.tree.map(
         jnp.zeros_like,
         jax.eval_shape(gradients, params, batch_stats,
-                       jax.tree.map(lambda x: x[0], micro_batches(
-                           batch, accum_steps, num_shards))))
-    total, _ = jax.lax.scan(add, zeros,
-                            micro_batches(batch, accum_steps, num_shards))
+                       jax.tree.map(lambda x: x[0], micro)))
+    total, _ = jax.lax.scan(add, zeros, micro)
     return jax.tree.map(lambda x: x / accum_steps, total)
 
   def train_step(state: State, batch) -> tuple[State, dict[str, jax.Array]]:
