@@ -5,7 +5,11 @@
   finishes the step under way, saves a checkpoint and raises ``Interrupted``,
   which the command line prints as one line before it exits with status
   128 + the signal's number. A second SIGINT quits at once, without a
-  checkpoint.
+  checkpoint. In a multi-process run, every process must stop after the same
+  step: JAX's distributed runtime (``jax.distributed.initialize``) catches
+  SIGTERM itself and tells all processes, which then agree on the step
+  (``multihost_utils.reached_preemption_sync_point``); a SIGINT is passed on
+  to it as a SIGTERM.
 * ``workdir_lock``: a workdir belongs to one run at a time. The first run
   holds an OS file lock on ``<workdir>/.lock`` (``fcntl.flock``), which the
   OS releases when its process ends however it ends, so a killed run leaves
@@ -43,11 +47,18 @@ class WorkdirInUse(UserError):
 
 class StopSignals:
   """Within ``with StopSignals() as stop:``, ``stop.requested`` names the first
-  SIGTERM or SIGINT received (None before). Outside the main thread, where
-  Python cannot install handlers, it installs none."""
+  SIGTERM or SIGINT received (None before) and ``stop.after(step)`` says
+  whether to stop after ``step``. Outside the main thread, where Python cannot
+  install handlers, it installs none.
 
-  def __init__(self):
+  With ``multi_process=True`` (after ``jax.distributed.initialize``), SIGTERM
+  is left to JAX's preemption notifier and ``after(step)`` is True on every
+  process at the same step, whichever process got the signal.
+  """
+
+  def __init__(self, multi_process: bool = False):
     self.requested: signal.Signals | None = None
+    self._multi_process = multi_process
     self._previous: dict[int, object] = {}
 
   def _handle(self, number, frame):
@@ -58,10 +69,24 @@ class StopSignals:
       os._exit(128 + number)
     if self.requested is None:
       self.requested = signal.Signals(number)
+      if self._multi_process:  # JAX's handler tells the other processes
+        os.kill(os.getpid(), signal.SIGTERM)
+
+  def after(self, step: int) -> bool:
+    """Whether to stop after ``step``; call it at every step, in order."""
+    if not self._multi_process:
+      return self.requested is not None
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if multihost_utils.reached_preemption_sync_point(step):
+      self.requested = self.requested or signal.SIGTERM
+      return True
+    return False
 
   def __enter__(self) -> StopSignals:
     if threading.current_thread() is threading.main_thread():
-      for number in (signal.SIGTERM, signal.SIGINT):
+      numbers = [signal.SIGINT] if self._multi_process else [signal.SIGTERM,
+                                                             signal.SIGINT]
+      for number in numbers:
         self._previous[number] = signal.signal(number, self._handle)
     return self
 

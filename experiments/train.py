@@ -189,7 +189,7 @@ def _train(loop, state, config, data_config, info, *, start_step: int, manager,
     if pending is not None:  # fetch the previous step while this one runs
       train_log.record(*pending)
     pending = (step, step_metrics)
-    stopping = stop.requested is not None
+    stopping = stop.after(step)
     do_checkpoint = (checkpoint_every and step % checkpoint_every == 0
                      or step == total_steps or stopping)
     do_eval = step in eval_steps
@@ -316,7 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       checkpoints_dir=checkpoints.directory(workdir),
       last_saved_step=lambda: checkpoints.last_saved_step(manager))
   try:
-    with interruption.StopSignals() as stop:
+    with interruption.StopSignals(multi_process=jax.process_count() > 1) as stop:
       state = _train(loop, state, config, data_config, info,
                      start_step=start_step, manager=manager, writer=writer,
                      train_log=train_log, stop=stop)

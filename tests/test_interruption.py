@@ -124,3 +124,53 @@ def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(
   _, err = resumed.communicate(timeout=600)
   assert resumed.returncode == 0, err[-3000:]
   assert _sha256(tmp_path / "run") == _sha256(tmp_path / "alone")
+
+
+MULTI_STEPS = 300
+
+
+def _start_two(workdir, data_dir):
+  """Two processes of one CPU device each, sharing ``workdir``."""
+  from tests.test_multiprocess import environment, free_port
+  port = free_port()
+  return [subprocess.Popen(
+      [*_command(workdir, data_dir), f"--config.num_train_steps={MULTI_STEPS}",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+       f"--process_id={i}"],
+      cwd=REPO, env=environment(1), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+
+def _finish(processes, timeout=600):
+  errors = []
+  for process in processes:
+    try:
+      errors.append(process.communicate(timeout=timeout)[1])
+    finally:
+      if process.poll() is None:
+        process.kill()
+  return [p.returncode for p in processes], errors
+
+
+@pytest.mark.slow
+def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
+    tmp_path, fashion_mnist_data_dir):
+  codes, errors = _finish(_start_two(tmp_path / "alone", fashion_mnist_data_dir))
+  assert codes == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+
+  processes = _start_two(tmp_path / "run", fashion_mnist_data_dir)
+  _wait_for_step(tmp_path / "run", 5, processes[0])
+  processes[1].send_signal(signal.SIGTERM)  # not the coordinator
+  codes, errors = _finish(processes)
+  assert codes == [128 + signal.SIGTERM] * 2, errors[0][-3000:] + errors[1][-3000:]
+  stopped_at = []
+  for err in errors:  # JAX's runtime may log the SIGTERM before our line
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and "stopped by" in last, err[-3000:]
+    stopped_at.append(int(last.split("after step ")[1].split()[0]))
+  assert stopped_at[0] == stopped_at[1] and 5 <= stopped_at[0] < MULTI_STEPS
+  assert str(stopped_at[0]) in os.listdir(tmp_path / "run" / "checkpoints")
+
+  codes, errors = _finish(_start_two(tmp_path / "run", fashion_mnist_data_dir))
+  assert codes == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+  assert _sha256(tmp_path / "run") == _sha256(tmp_path / "alone")
