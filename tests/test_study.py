@@ -496,8 +496,9 @@ def _committed_rows():
 
 def test_budget_grids_are_centred_on_the_first_selection():
   rows = _committed_rows()
-  first = lb.plan_study(rows).selected
-  plan = lb.plan_budget(rows)
+  first_plan = lb.plan_study(rows)
+  first = first_plan.selected
+  plan = lb.plan_budget(rows, first_plan)
   for (model, batch_size), values in plan.grids.items():
     factors = (study.BUDGET_REFERENCE_FACTORS
                if batch_size == study.REFERENCE_BATCH_SIZE
@@ -505,13 +506,14 @@ def test_budget_grids_are_centred_on_the_first_selection():
     for optimizer, lrs in values.items():
       assert lrs == [first[(model, batch_size)][optimizer] * f for f in factors]
   assert all(r.study == 2 and r.epochs == study.BUDGET_EPOCHS for r in plan.runs)
-  assert not lb.plan_budget([]).runs  # waits for the first study
+  assert not lb.plan_budget([], lb.plan_study([])).runs  # waits for study 1
 
 
 def test_baseline_gives_each_optimizer_the_same_search():
   rows = _committed_rows()
-  first = lb.plan_study(rows).selected
-  plan = lb.plan_baseline(rows)
+  first_plan = lb.plan_study(rows)
+  first = first_plan.selected
+  plan = lb.plan_baseline(rows, first_plan)
   trials = collections.Counter(
       (r.model, r.batch_size, r.optimizer, r.warmup_fraction) for r in plan.runs)
   assert set(trials.values()) == {len(study.BASELINE_FACTORS)}
@@ -532,7 +534,7 @@ def test_baseline_selects_the_best_trial_over_both_warmups():
   rows = _committed_rows()
   best_warmup = {"lars": 0.1, "sgd": 0.3, "lamb": 0.3}
   for _ in range(10):  # finish the A/4096 grids, peaking in their middle
-    plan = lb.plan_baseline(rows)
+    plan = lb.plan_baseline(rows, lb.plan_study(rows))
     todo = [r for r in plan.runs if (r.model, r.batch_size) == ("A", 4096)
             and r.phase == "baseline"
             and r.key() not in {lb.row_key(x) for x in rows}]
@@ -544,7 +546,7 @@ def test_baseline_selects_the_best_trial_over_both_warmups():
       bonus = 0.01 if run.warmup_fraction == best_warmup[run.optimizer] else 0
       rows.append(make_row(
           run, 0.8 + bonus - 0.01 * abs(lrs.index(run.learning_rate) - middle)))
-  plan = lb.plan_baseline(rows)
+  plan = lb.plan_baseline(rows, lb.plan_study(rows))
   assert plan.warmups[("A", 4096)] == best_warmup
   seeds = [r for r in plan.runs if r.phase == "baseline_seed"]
   assert {(r.optimizer, r.warmup_fraction, r.seed) for r in seeds} == {

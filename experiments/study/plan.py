@@ -1,9 +1,10 @@
 r"""The large-batch study's plan: its runs, the CSV of finished ones, the planners.
 
 The plan is a pure function of the CSV: ``plan_study(rows)`` (the first,
-20-epoch study) and ``plan_budget(rows)`` (study 2, Q1: 80 epochs) list every
-run that the finished ``rows`` define, in order, and what the finished grids
-selected. The driver (``experiments/study/run.py``) runs the first run not in
+20-epoch study), then ``plan_budget(rows, first)`` and ``plan_baseline(rows,
+first)`` (study 2's Q1, 80 epochs, and Q2, the tuned baseline, both centred on
+the first study's selections) list every run that the finished ``rows``
+define, in order, and what the finished grids selected. The driver (``experiments/study/run.py``) runs the first run not in
 the CSV and plans again; the report (``experiments/study/report.py``) reads
 the same plan. The design's numbers live in
 ``experiments/configs/large_batch.py``.
@@ -428,14 +429,14 @@ def plan_study(rows: Sequence[Mapping[str, str]], *,
 # --------------------------------------------------------------------------
 
 
-def plan_budget(rows: Sequence[Mapping[str, str]]) -> Plan:
+def plan_budget(rows: Sequence[Mapping[str, str]], first_plan: Plan) -> Plan:
   """Study 2, Q1: the 80-epoch grids and their seeds (config's BUDGET_*).
 
-  Every grid is centred on the first study's selection at the same (model,
-  batch, optimizer) and tuned with the same edge-extension rule; seeds 1 and
-  2 follow at each selection.
+  Every grid is centred on the first study's selection (``first_plan``, from
+  ``plan_study(rows)``) at the same (model, batch, optimizer) and tuned with
+  the same edge-extension rule; seeds 1 and 2 follow at each selection.
   """
-  first = plan_study(rows).selected
+  first = first_plan.selected
   done = {row_key(r): selection_score(r) for r in rows}
   runs: list[Run] = []
   selected, grids, extensions = {}, {}, {}
@@ -478,14 +479,15 @@ def plan_budget(rows: Sequence[Mapping[str, str]]) -> Plan:
   return Plan(runs, selected, grids, extensions, {})
 
 
-def plan_baseline(rows: Sequence[Mapping[str, str]]) -> Plan:
+def plan_baseline(rows: Sequence[Mapping[str, str]], first_plan: Plan) -> Plan:
   """Study 2, Q2: Nesterov SGD, LARS and LAMB under one search (config's
   BASELINE_*), then seeds 1 and 2 at each optimizer's best trial.
 
+  The searches are centred on the first study's selections (``first_plan``).
   ``selected[(model, batch)]`` maps each optimizer to its best learning rate
   and ``warmups[(model, batch)]`` to its warm-up fraction there.
   """
-  first = plan_study(rows).selected
+  first = first_plan.selected
   done = {row_key(r): selection_score(r) for r in rows}
   plan = Plan([], {}, {}, {}, {})
   seed_runs = []
@@ -529,7 +531,9 @@ def plan_baseline(rows: Sequence[Mapping[str, str]]) -> Plan:
 
 def planned_runs(rows: Sequence[Mapping[str, str]]) -> list[Run]:
   """Every study's runs, in order: study 1, then study 2's Q1 and Q2."""
-  return plan_study(rows).runs + plan_budget(rows).runs + plan_baseline(rows).runs
+  first = plan_study(rows)
+  return (first.runs + plan_budget(rows, first).runs
+          + plan_baseline(rows, first).runs)
 
 
 def pilot_runs() -> list[Run]:
