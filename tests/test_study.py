@@ -237,15 +237,15 @@ def test_claim_test_matches_a_hand_computation():
   v = by_batch[4096]  # by hand
   se_lars = np.std([0.905, 0.90, 0.895], ddof=1) / np.sqrt(3)
   se_sgd = np.std([0.88, 0.87, 0.86], ddof=1) / np.sqrt(3)
-  assert v.gap_lars == pytest.approx(0.01)
-  assert v.gap_sgd == pytest.approx(0.04)
+  assert v.gap == pytest.approx(0.01)
+  assert v.baseline_gap == pytest.approx(0.04)
   assert v.standard_error == pytest.approx(np.hypot(se_lars, se_sgd))
   assert v.needed == pytest.approx(2 * np.hypot(se_lars, se_sgd))  # > 1 point
   v = by_batch[1024]  # the difference (2 points) is below 2 SE (3.46 points)
   assert v.difference == pytest.approx(0.02) and not v.holds
   assert v.needed == pytest.approx(2 * 0.03 / np.sqrt(3))
   assert by_batch[512].needed == pytest.approx(0.01) and by_batch[512].holds
-  assert by_batch[8192].gap_lars == pytest.approx(0.02) and not by_batch[8192].holds
+  assert by_batch[8192].gap == pytest.approx(0.02) and not by_batch[8192].holds
 
 
 def test_summary_on_a_partial_csv(tmp_path):
@@ -270,13 +270,18 @@ def test_summary_on_a_partial_csv(tmp_path):
                 study="2", test_accuracy="0.5000", last_batch_loss="9")
   lb.append_row(str(path), study2)
   text = summary.summarize(str(path))
-  assert "(1 rows of later studies are not part of these tables.)" in text
   assert "last-minibatch loss LARS / SGD" in text and "9.000" not in text
   assert "Largest batch where the claim holds: 4096" in text
   assert "Provisional" not in text.split("### Model B")[0]
   assert "R is not known yet" in text.split("### Model B")[1]
   assert f"| 4096 | 15 ({lars_4096[1]:g}) | not reached |" in text
   assert "Missing:" in text and "B/128 grid" in text
+  # Study 2: model A's grids are defined (centred on study 1's selections),
+  # their seeds wait for them; model B's wait for study 1.
+  study_2 = text.split("## Study 2: progress")[1]
+  assert "| budget_seed | 0 | 12 (12 not yet defined) |" in study_2
+  assert "| baseline_seed | 0 | 12 (12 not yet defined) |" in study_2
+  assert "h at the speed measured so far, the waiting runs included" in study_2
   for name in summary.PLOTS:
     assert (tmp_path / name).stat().st_size > 1000
   assert (tmp_path / summary.SUMMARY).read_text() == text
@@ -553,3 +558,189 @@ def test_baseline_selects_the_best_trial_over_both_warmups():
       (o, w, s) for o, w in best_warmup.items() for s in (1, 2)}
   assert all(r.learning_rate == plan.selected[("A", 4096)][r.optimizer]
              for r in seeds)
+
+
+def finish_grids(rows, plan_fn, points, val_fn):
+  """Adds the seed-0 rows of ``plan_fn(rows)``'s grids at ``points`` ((model,
+  batch)) until every one selects; ``val_fn(run, plan)``: validation accuracy."""
+  for _ in range(2 * study.MAX_EDGE_EXTENSIONS + 2):
+    plan = plan_fn(rows)
+    done = {lb.row_key(r) for r in rows}
+    todo = [r for r in plan.runs if r.seed == 0 and r.key() not in done
+            and (r.model, r.batch_size) in points]
+    if not todo:
+      return plan
+    rows.extend(make_row(run, val_fn(run, plan)) for run in todo)
+  raise AssertionError("the grids did not select")
+
+
+def add_seeds(rows, plan, accuracies):
+  """Test accuracies of the selected runs: seed s of (model, batch, optimizer)
+  gets ``accuracies[batch][optimizer][s]``; seeds 1 and 2 are new rows."""
+  by_key = {lb.row_key(r): r for r in rows}
+  for run in plan.runs:
+    if run.phase.endswith("_seed") and run.batch_size in accuracies:
+      test = accuracies[run.batch_size][run.optimizer]
+      rows.append(make_row(run, 0.9, test[run.seed]))
+      seed_0 = by_key[dataclasses.replace(run, seed=0).key()]
+      seed_0["test_accuracy"] = f"{test[0]:.4f}"
+  return rows
+
+
+def peak_in_the_middle(run, plan):
+  lrs = plan.grids[(run.model, run.batch_size)][run.optimizer]
+  return 0.9 - 0.01 * abs(lrs.index(run.learning_rate) - len(lrs) // 2)
+
+
+# Model A at 80 epochs, test accuracy of seeds 0, 1, 2: R80 = 0.92.
+HAND_80 = {
+    128: {"lars": [0.915] * 3, "sgd": [0.92] * 3},
+    # G80_LARS 1 point: starvation explains LARS's loss; SGD's gap is 1 point
+    # larger, but 2 SE (of SGD's spread over its seeds) is 2.38 points.
+    4096: {"lars": [0.915, 0.91, 0.905], "sgd": [0.92, 0.90, 0.88]},
+    # G80_LARS 2 points; G80_SGD 6, 4 more than LARS's, against 2 SE = 1.15.
+    8192: {"lars": [0.90] * 3, "sgd": [0.87, 0.86, 0.85]},
+}
+
+
+def budget_rows():
+  """Study 1 of model A (hand_rows) and study 2's Q1 of model A, finished."""
+  rows = hand_rows()
+  budget = finish_grids(rows, lambda r: lb.plan_budget(r, lb.plan_study(r)),
+                        {("A", b) for b in HAND_80}, peak_in_the_middle)
+  return add_seeds(rows, budget, HAND_80), budget
+
+
+def test_budget_decision_rules_match_a_hand_computation():
+  rows, budget = budget_rows()
+  budget = lb.plan_budget(rows, lb.plan_study(rows))
+  assert ("B", 8192) not in budget.selected  # model B's first study is missing
+  cells = summary.selected_cells(rows, budget)
+  assert cells[("A", 4096, "sgd")].test == HAND_80[4096]["sgd"]
+  r80, verdicts = summary.claim_test(cells, "A")
+  assert r80 == pytest.approx(0.92)
+  v4096, v8192 = verdicts
+  se = np.hypot(*(np.std(HAND_80[4096][o], ddof=1) / np.sqrt(3)
+                  for o in ("lars", "sgd")))
+  assert (v4096.batch_size, v4096.gap, v4096.baseline_gap) == (
+      4096, pytest.approx(0.01), pytest.approx(0.02))
+  assert v4096.standard_error == pytest.approx(se)
+  assert v4096.needed == pytest.approx(2 * se) and 2 * se > 0.02
+  assert v4096.within_point and not v4096.separated and not v4096.holds
+  assert v8192.gap == pytest.approx(0.02) and v8192.difference == pytest.approx(0.04)
+  assert v8192.needed == pytest.approx(2 * 0.01 / np.sqrt(3))
+  assert not v8192.within_point and v8192.separated
+
+
+# Model A, Q2's best trials, test accuracy of seeds 0, 1, 2 (R = 0.91).
+HAND_Q2 = {
+    4096: {"sgd": [0.88, 0.87, 0.86], "lars": [0.905, 0.90, 0.895],
+           "lamb": [0.90, 0.89, 0.88]},
+    8192: {"sgd": [0.89] * 3, "lars": [0.89] * 3, "lamb": [0.91, 0.905, 0.90]},
+}
+BEST_WARMUP = {"lars": 0.3, "sgd": 0.1, "lamb": 0.3}
+
+
+def baseline_val(run, plan):
+  """Peaks in the middle of each grid, 1 point higher at BEST_WARMUP; the
+  lowest LARS value at 30 % warm-up is best of all, but failed."""
+  lrs = plan.grids[(run.model, run.batch_size, run.warmup_fraction)][run.optimizer]
+  bonus = 0.01 if run.warmup_fraction == BEST_WARMUP[run.optimizer] else 0.0
+  return 0.85 + bonus - 0.01 * abs(lrs.index(run.learning_rate) - len(lrs) // 2)
+
+
+def with_baseline(rows):
+  """Adds Q2's grids of model A and their seeds (HAND_Q2) to ``rows``; the
+  two best trials of all (LARS at 4096, 30 % warm-up) failed."""
+
+  def plan_fn(r):
+    return lb.plan_baseline(r, lb.plan_study(r))
+
+  lars_4096 = plan_fn(rows).grids[("A", 4096, 0.3)]["lars"]
+  failed = {lars_4096[1]: "collapsed", lars_4096[3]: "diverged"}
+  finish_grids(rows, plan_fn, {("A", 4096), ("A", 8192)}, baseline_val)
+  for row in rows:
+    if (row["study"], row["batch_size"], row["optimizer"], row["warmup_fraction"]
+        ) == ("2", "4096", "lars", "0.3") and float(row["learning_rate"]) in failed:
+      row.update(status=failed[float(row["learning_rate"])], val_accuracy="0.99")
+  plan = plan_fn(rows)
+  assert plan.selected[("A", 4096)]["lars"] == lars_4096[2]  # the middle
+  return add_seeds(rows, plan, HAND_Q2), plan
+
+
+def test_baseline_selection_and_verdict_match_a_hand_computation():
+  rows, plan = with_baseline(hand_rows())
+  assert plan.warmups[("A", 4096)] == plan.warmups[("A", 8192)] == BEST_WARMUP
+  cells = summary.selected_cells(rows, plan)
+  assert cells[("A", 4096, "lars")].warmup_fraction == 0.3
+  assert cells[("A", 8192, "lamb")].test == HAND_Q2[8192]["lamb"]
+  r, lars = summary.claim_test(cells, "A", r=0.91, optimizer="lars")
+  assert r == 0.91 and [(v.batch_size, v.holds) for v in lars] == [
+      (4096, True), (8192, False)]
+  se = np.hypot(*(np.std(HAND_Q2[4096][o], ddof=1) / np.sqrt(3)
+                  for o in ("lars", "sgd")))
+  assert (lars[0].gap, lars[0].baseline_gap, lars[0].standard_error) == (
+      pytest.approx(0.01), pytest.approx(0.04), pytest.approx(se))
+  assert lars[1].difference == pytest.approx(0.0)  # a tie with Nesterov
+  _, lamb = summary.claim_test(cells, "A", r=0.91, optimizer="lamb")
+  assert [(v.batch_size, v.holds) for v in lamb] == [(4096, False), (8192, True)]
+  assert lamb[0].gap == pytest.approx(0.02) and lamb[1].gap == pytest.approx(0.005)
+  assert lamb[1].difference == pytest.approx(0.015)
+  assert lamb[1].needed == 0.01  # 1 point > 2 SE = 0.58 points
+
+
+def test_summary_of_study_2(tmp_path):
+  rows, budget = budget_rows()
+  rows, baseline = with_baseline(rows)
+  by_key = {lb.row_key(r): r for r in rows}
+  lars_4096 = budget.grids[("A", 4096)]["lars"]
+  for lr, curve in ((lars_4096[0], "[[100,0.85],[200,0.91]]"),
+                    (lars_4096[4], "[[50,0.8],[150,0.906],[250,0.9]]")):
+    run = lb.Run("A", "lars", 4096, lr, phase="budget", epochs=80, study=2)
+    by_key[run.key()]["val_curve"] = curve  # target R80 - 1.5 = 90.5 %
+  path = tmp_path / "large_batch.csv"
+  for row in rows:
+    lb.append_row(str(path), row)
+  text = summary.summarize(str(path))
+  q1 = text.split("## Study 2, Q1")[1].split("## Study 2, Q2")[0]
+  q2 = text.split("## Study 2, Q2")[1]
+  lr = {(b, o): f"{lr:g}" for b in HAND_80
+        for o, lr in budget.selected[("A", b)].items()}
+  assert (f"| 128 | 91.50 ± 0.00 (lr {lr[128, 'lars']}, n=3) | 92.00 ± 0.00 "
+          f"(lr {lr[128, 'sgd']}, n=3) | R80 = 92.00 |  |  |  | reference |  |") in q1
+  assert (f"| 4096 | 91.00 ± 0.29 (lr {lr[4096, 'lars']}, n=3) | 90.00 ± 1.15 "
+          f"(lr {lr[4096, 'sgd']}, n=3) | 1.00 | 2.00 | 1.00 | 2.38 | yes | no |") in q1
+  assert (f"| 8192 | 90.00 ± 0.00 (lr {lr[8192, 'lars']}, n=3) | 86.00 ± 0.58 "
+          f"(lr {lr[8192, 'sgd']}, n=3) | 2.00 | 6.00 | 4.00 | 1.15 | no | yes |") in q1
+  assert f"| 4096 | {150} ({lars_4096[4]:g}) | not reached |" in q1
+  assert "| 8192 | pending | pending |  |  |  |  | pending | pending |" in q1  # B
+  chosen = baseline.selected[("A", 4096)]
+  assert "R = 91.00 %." in q2
+  assert (f"| 4096 | SGD (Nesterov) | 87.00 ± 0.58 (lr {chosen['sgd']:g}, "
+          "warm-up 10%, n=3) | 4.00 | baseline |  |  |") in q2
+  assert (f"| 4096 | LARS | 90.00 ± 0.29 (lr {chosen['lars']:g}, warm-up 30%, "
+          "n=3) | 1.00 | 3.00 | 1.29 | yes |") in q2
+  assert (f"| 4096 | LAMB | 89.00 ± 0.58 (lr {chosen['lamb']:g}, warm-up 30%, "
+          "n=3) | 2.00 | 2.00 | 1.63 | no |") in q2
+  assert "| 8192 | LAMB | 90.50 ± 0.29" in q2 and "| 0.50 | 1.50 | 1.00 | yes |" in q2
+  assert "| 4096 | LARS | pending | – |  |  | pending |" in q2.split("### Model B")[1]
+  progress = text.split("## Study 2: progress")[1].split("## Study 2, Q1")[0]
+  assert "| budget_seed | 12 | 12 (0 not yet defined) |" in progress
+  assert "| baseline_seed | 12 | 12 (0 not yet defined) |" in progress
+  for name in summary.PLOTS:
+    assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_time_model_scales_to_the_recent_speed():
+  run = lb.Run("A", "lars", 128, 12.5)
+  rows = [dict(make_row(run, 0.9), examples_per_sec="10000",
+               steps=str(study.num_steps(128)),
+               wall_time_s=f"{2 + study.num_steps(128) * 128 / 10000:.1f}")] * 3
+  recent = [dict(rows[0], examples_per_sec="2500")]
+  steps = study.num_steps(128, 80)
+  assert summary.TimeModel(rows).seconds(dataclasses.replace(run, epochs=80)) == (
+      pytest.approx(2 + steps * 128 / 10000, rel=1e-3))
+  slow = summary.TimeModel(rows, recent)
+  assert slow.slowdown == 4.0
+  assert slow.seconds(dataclasses.replace(run, epochs=80)) == pytest.approx(
+      4 * (2 + steps * 128 / 10000), rel=1e-3)

@@ -3,7 +3,7 @@ r"""The large-batch study's report: claim test, steps to target, plots, pilot re
 ``python -m experiments.study.run --summarize`` (and ``--pilot``) call
 ``summarize`` / ``summarize_pilot``; both read only the CSV, so they work on a
 partial study and say what is missing. The first study's tables use its rows
-only (``study`` column 1).
+only (``study`` column 1); study 2's sections use the plans of its Q1 and Q2.
 
 The claim test: R = the higher of the two optimizers' mean test accuracy at
 batch 128 (at their selected learning rates). At batch B, G = R - mean test
@@ -13,9 +13,18 @@ SE_SGD^2) is the standard error of the difference of the two means over
 their seeds (std with ddof=1 / sqrt(n); 0 where a batch has one seed). Steps
 to target: the fewest steps any seed-0 run of the grid at (model, batch,
 optimizer) needs to reach validation accuracy R - 1.5 points.
+
+Study 2 reads the same two conditions apart. Q1 (80 epochs, against R80, the
+same R at batch 128 with 80 epochs): step starvation explains LARS's loss at B
+when G80_LARS <= 1 point; SGD's loss is not only starvation when G80_SGD -
+G80_LARS >= max(1 point, 2 SE). Q2 (20 epochs, each optimizer at the best
+trial of its search over warm-up and learning rate): the claim test against
+the first study's R, with SGD with Nesterov momentum as the baseline, for LARS
+and for LAMB.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -25,14 +34,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from experiments.configs import large_batch as design
 from experiments.study.plan import (MODEL_BY_BATCH_NORM, Plan, Run,
                                     accuracy_or_chance, as_float, pilot_path,
-                                    plan_study, read_rows, row_key, rule_name)
+                                    plan_baseline, plan_budget, plan_study,
+                                    read_rows, row_key, rule_name)
 
 SUMMARY = "large_batch_summary.md"
 PLOTS = ("large_batch_test_accuracy.png", "large_batch_steps_to_target.png",
-         "large_batch_learning_rates.png")
+         "large_batch_learning_rates.png", "large_batch_study2_learning_rates.png")
 POINT = 0.01  # one percentage point of accuracy
 TARGET_BELOW_R = 1.5 * POINT
 PHASES = ("grid", "seed", "ablation")
+STUDY2_PHASES = ("budget", "budget_seed", "baseline", "baseline_seed")
+GRID_PHASES = ("grid", "budget", "baseline")  # seed-0 runs that tune a grid
 
 
 # --------------------------------------------------------------------------
@@ -40,31 +52,42 @@ PHASES = ("grid", "seed", "ablation")
 # --------------------------------------------------------------------------
 
 
-class TimeModel:
-  """Run time = set-up + steps * batch / throughput(batch), fitted on finished rows.
+def _timed(rows: Iterable[Mapping[str, str]]):
+  """(batch, examples/s, wall s, steps) of the rows whose speed counts: runs
+  that trained to the end (a collapsed run's speed is a speed) in one piece."""
+  for row in rows:
+    eps = as_float(row["examples_per_sec"])
+    if (row["status"] != "diverged" and math.isfinite(eps)
+        and row["resumed_from_step"] in ("", "0")):
+      yield (int(row["batch_size"]), eps, as_float(row["wall_time_s"]),
+             int(row["steps"]))
 
-  ``examples_per_sec`` of a row is measured from the end of its first
-  (compiling) step to its last one, periodic validations included, so it
-  carries the study's quarter-epoch validation cost. Throughput at other batch
-  sizes is interpolated in log2 of the batch (constant outside the measured
-  range); set-up (data, compilation, the final evaluations) is the median of
-  what is left of the rows' wall time. Runs that trained to the end count
-  (a collapsed run's speed is a speed); diverged and resumed ones do not.
+
+class TimeModel:
+  """Run time = (set-up + steps * batch / throughput(batch)) * slowdown.
+
+  Fitted on finished rows. ``examples_per_sec`` of a row is measured from the
+  end of its first (compiling) step to its last one, periodic validations
+  included, so it carries the study's quarter-epoch validation cost.
+  Throughput at other batch sizes is interpolated in log2 of the batch
+  (constant outside the measured range); set-up (data, compilation, the final
+  evaluations) is the median of what is left of the rows' wall time. The
+  slowdown is the median of fitted / measured throughput over the ``recent``
+  rows (1 without them): how much more the machine is loaded now.
   """
 
-  def __init__(self, rows: Iterable[Mapping[str, str]]):
+  def __init__(self, rows: Iterable[Mapping[str, str]],
+               recent: Iterable[Mapping[str, str]] = ()):
     by_batch: dict[int, list[float]] = {}
     setup = []
-    for row in rows:
-      eps = as_float(row["examples_per_sec"])
-      if (row["status"] == "diverged" or not math.isfinite(eps)
-          or row["resumed_from_step"] not in ("", "0")):
-        continue
-      batch, steps = int(row["batch_size"]), int(row["steps"])
+    for batch, eps, wall_s, steps in _timed(rows):
       by_batch.setdefault(batch, []).append(eps)
-      setup.append(as_float(row["wall_time_s"]) - steps * batch / eps)
+      setup.append(wall_s - steps * batch / eps)
     self.throughput = {b: _median(v) for b, v in sorted(by_batch.items())}
     self.setup_s = max(_median(setup), 0.0) if setup else 0.0
+    ratios = [self.examples_per_sec(batch) / eps
+              for batch, eps, _, _ in _timed(recent)]
+    self.slowdown = _median(ratios) if ratios else 1.0
 
   def examples_per_sec(self, batch_size: int) -> float:
     if not self.throughput:
@@ -81,8 +104,8 @@ class TimeModel:
 
   def seconds(self, run: Run) -> float:
     steps = design.num_steps(run.batch_size, run.epochs)
-    return self.setup_s + steps * run.batch_size / self.examples_per_sec(
-        run.batch_size)
+    return self.slowdown * (self.setup_s + steps * run.batch_size
+                            / self.examples_per_sec(run.batch_size))
 
 
 def _median(values: Sequence[float]) -> float:
@@ -91,14 +114,27 @@ def _median(values: Sequence[float]) -> float:
   return (values[(n - 1) // 2] + values[n // 2]) / 2
 
 
-def _expected_runs(plan: Plan) -> dict[str, int]:
+def _expected_runs(runs: Iterable[Run], undefined: Mapping[str, int],
+                   phases: Sequence[str] = PHASES) -> dict[str, int]:
   """Runs per phase, done or not, as far as the plan knows them."""
-  counts = dict.fromkeys(PHASES, 0)
-  for run in plan.runs:
+  counts = dict.fromkeys(phases, 0)
+  for run in runs:
     counts[run.phase] += 1
-  for phase, n in plan.undefined.items():
+  for phase, n in undefined.items():
     counts[phase] += n
   return counts
+
+
+def _waiting_seed_runs(plan: Plan, phase: str) -> list[Run]:
+  """Stand-ins for the seed runs that wait for one of ``plan``'s grids to
+  select: one per later seed and optimizer of the grid, with its batch and
+  epochs (what counting and timing need), not yet its learning rate."""
+  grids = {(run.model, run.batch_size, run.optimizer): run
+           for run in plan.runs if run.phase in GRID_PHASES}
+  return [dataclasses.replace(run, seed=seed, phase=phase)
+          for (model, batch_size, _), run in grids.items()
+          if (model, batch_size) not in plan.selected
+          for seed in design.SEEDS[1:]]
 
 
 # --------------------------------------------------------------------------
@@ -115,6 +151,7 @@ class Cell:
   val: list[float]
   last_batch_loss: list[float]  # the last logged minibatch's loss
   reference_learning_rate: float = math.nan
+  warmup_fraction: float = design.WARMUP_FRACTION
 
   @property
   def n(self) -> int:
@@ -136,86 +173,119 @@ class Cell:
 
 
 def selected_cells(rows: Sequence[Mapping[str, str]], plan: Plan, *,
-                   warmup_fraction: float = design.WARMUP_FRACTION,
-                   rule: bool = design.EXCLUDE_BIAS_AND_NORM
+                   warmup_fraction: float | None = None
                    ) -> dict[tuple[str, int, str], Cell]:
-  """(model, batch, optimizer) -> its selected configuration's seeds."""
+  """(model, batch, optimizer) -> the finished seeds of ``plan``'s runs at its
+  selected learning rate and warm-up (``warmup_fraction``; by default the
+  plan's selected one, Q2's, or else the design's)."""
   by_key = {row_key(r): r for r in rows}
-  cells = {}
-  for (model, batch_size), chosen in plan.selected.items():
-    for optimizer, lr in chosen.items():
-      cell = Cell(lr, [], [], [])
-      for seed in design.SEEDS:
-        row = by_key.get(Run(model, optimizer, batch_size, lr, seed,
-                             warmup_fraction=warmup_fraction,
-                             exclude_bias_and_norm=rule).key())
-        if row is None:
-          continue
-        cell.test.append(accuracy_or_chance(row, "test_accuracy"))
-        cell.val.append(as_float(row["val_accuracy"]))
-        cell.last_batch_loss.append(as_float(row["last_batch_loss"]))
-        cell.reference_learning_rate = as_float(row["reference_learning_rate"])
-      cells[(model, batch_size, optimizer)] = cell
+  cells: dict[tuple[str, int, str], Cell] = {}
+  for run in plan.runs:
+    point = (run.model, run.batch_size)
+    warmup = warmup_fraction
+    if warmup is None:
+      warmup = plan.warmups.get(point, {}).get(run.optimizer,
+                                               design.WARMUP_FRACTION)
+    if (run.learning_rate != plan.selected.get(point, {}).get(run.optimizer)
+        or run.warmup_fraction != warmup):
+      continue
+    cell = cells.setdefault((*point, run.optimizer), Cell(
+        run.learning_rate, [], [], [], warmup_fraction=warmup))
+    row = by_key.get(run.key())
+    if row is not None:
+      cell.test.append(accuracy_or_chance(row, "test_accuracy"))
+      cell.val.append(as_float(row["val_accuracy"]))
+      cell.last_batch_loss.append(as_float(row["last_batch_loss"]))
+      cell.reference_learning_rate = as_float(row["reference_learning_rate"])
   return cells
 
 
 @dataclasses.dataclass
 class Verdict:
+  """The claim test at one batch: ``optimizer`` (LARS, LAMB) against a baseline."""
+
   batch_size: int
-  gap_lars: float
-  gap_sgd: float
-  difference: float
-  standard_error: float
-  needed: float
-  holds: bool
-  seeds: tuple[int, int]  # (LARS, SGD)
+  gap: float  # G = R - the optimizer's mean test accuracy
+  baseline_gap: float  # G of the baseline
+  difference: float  # baseline_gap - gap
+  standard_error: float  # of the difference
+  needed: float  # max(1 point, 2 SE)
+  seeds: tuple[int, int]  # (optimizer, baseline)
+
+  @property
+  def within_point(self) -> bool:
+    """G <= 1 point (Q1: step starvation explains LARS's loss)."""
+    return self.gap <= POINT + 1e-12
+
+  @property
+  def separated(self) -> bool:
+    """G_baseline - G >= max(1 point, 2 SE) (Q1: SGD's loss is not only
+    starvation)."""
+    return self.difference >= self.needed - 1e-12
+
+  @property
+  def holds(self) -> bool:
+    return self.within_point and self.separated
 
 
-def claim_test(cells: Mapping[tuple[str, int, str], Cell], model: str
-               ) -> tuple[float, list[Verdict]]:
-  """R and the claim at each batch of ``model`` with both optimizers selected."""
+def reference_accuracy(cells: Mapping[tuple[str, int, str], Cell],
+                       model: str) -> float:
+  """R: the higher of the two optimizers' mean test accuracy at batch 128
+  (NaN until both have a finished run there)."""
+  at_reference = [cells.get((model, design.REFERENCE_BATCH_SIZE, o))
+                  for o in design.OPTIMIZERS]
+  if not all(c is not None and c.n for c in at_reference):
+    return math.nan
+  return max(c.mean for c in at_reference if c is not None)
+
+
+def claim_test(cells: Mapping[tuple[str, int, str], Cell], model: str, *,
+               r: float | None = None, optimizer: str = "lars",
+               baseline: str = "sgd") -> tuple[float, list[Verdict]]:
+  """R and the claim at each batch of ``model`` where ``optimizer`` and
+  ``baseline`` both have a finished run; ``r`` defaults to R of ``cells``."""
   ref = design.REFERENCE_BATCH_SIZE
-  if not all((model, ref, o) in cells and cells[(model, ref, o)].n
-             for o in design.OPTIMIZERS):
-    return math.nan, []
-  r = max(cells[(model, ref, o)].mean for o in design.OPTIMIZERS)
+  r = reference_accuracy(cells, model) if r is None else r
+  if math.isnan(r):
+    return r, []
   verdicts = []
-  for batch_size in sorted(design.BATCH_SIZES[model]):
-    if batch_size == ref:
+  for batch_size in sorted({b for m, b, _ in cells if m == model} - {ref}):
+    tested = cells.get((model, batch_size, optimizer))
+    base = cells.get((model, batch_size, baseline))
+    if tested is None or base is None or not tested.n or not base.n:
       continue
-    lars, sgd = cells.get((model, batch_size, "lars")), cells.get(
-        (model, batch_size, "sgd"))
-    if lars is None or sgd is None or not lars.n or not sgd.n:
-      continue
-    gap_lars, gap_sgd = r - lars.mean, r - sgd.mean
-    se = math.sqrt(lars.standard_error**2 + sgd.standard_error**2)
-    needed = max(POINT, 2 * se)
-    difference = gap_sgd - gap_lars
-    verdicts.append(Verdict(batch_size, gap_lars, gap_sgd, difference, se,
-                            needed, gap_lars <= POINT + 1e-12
-                            and difference >= needed - 1e-12,
-                            (lars.n, sgd.n)))
+    gap, baseline_gap = r - tested.mean, r - base.mean
+    se = math.sqrt(tested.standard_error**2 + base.standard_error**2)
+    verdicts.append(Verdict(batch_size, gap, baseline_gap, baseline_gap - gap,
+                            se, max(POINT, 2 * se), (tested.n, base.n)))
   return r, verdicts
 
 
+def _grid_runs(plan: Plan, model: str, batch_size: int, optimizer: str,
+               warmup_fraction: float | None = None) -> list[Run]:
+  """The seed-0 runs of ``plan``'s grid at (model, batch, optimizer), at one
+  warm-up or all."""
+  return [run for run in plan.runs
+          if run.phase in GRID_PHASES and run.seed == 0
+          and (run.model, run.batch_size, run.optimizer)
+          == (model, batch_size, optimizer)
+          and warmup_fraction in (None, run.warmup_fraction)]
+
+
 def steps_to_target(rows: Sequence[Mapping[str, str]], plan: Plan,
-                    target: float, model: str, batch_size: int, optimizer: str,
-                    *, rule: bool = design.EXCLUDE_BIAS_AND_NORM
+                    target: float, model: str, batch_size: int, optimizer: str
                     ) -> tuple[int | None, float | None]:
-  """Fewest steps of any seed-0 grid run to validation accuracy >= target."""
+  """Fewest steps of any seed-0 grid run to validation accuracy >= target,
+  and that run's learning rate (the lowest on a tie); (None, None) if none."""
   by_key = {row_key(r): r for r in rows}
-  best: tuple[int | None, float | None] = (None, None)
-  for lr in plan.grids.get((model, batch_size), {}).get(optimizer, []):
-    row = by_key.get(Run(model, optimizer, batch_size, lr,
-                         exclude_bias_and_norm=rule).key())
-    if row is None:
-      continue
-    for step, accuracy in json.loads(row["val_curve"] or "[]"):
-      if accuracy >= target - 1e-12:
-        if best[0] is None or step < best[0]:
-          best = (int(step), lr)
-        break
-  return best
+  reached = []
+  for run in _grid_runs(plan, model, batch_size, optimizer):
+    row = by_key.get(run.key())
+    curve = json.loads(row["val_curve"] or "[]") if row is not None else []
+    steps = next((int(s) for s, a in curve if a >= target - 1e-12), None)
+    if steps is not None:
+      reached.append((steps, run.learning_rate))
+  return min(reached) if reached else (None, None)
 
 
 # --------------------------------------------------------------------------
@@ -227,7 +297,8 @@ def _pct(x: float) -> str:
   return "–" if math.isnan(x) else f"{100 * x:.2f}"
 
 
-def _cell_text(cell: Cell | None, expected_seeds: int) -> str:
+def _cell_text(cell: Cell | None, expected_seeds: int, *,
+               warmup: bool = False) -> str:
   if cell is None:
     return "pending"
   if not cell.n:
@@ -235,25 +306,34 @@ def _cell_text(cell: Cell | None, expected_seeds: int) -> str:
   text = f"{_pct(cell.mean)}"
   if cell.n > 1:
     text += f" ± {_pct(cell.standard_error)}"
-  text += f" (lr {cell.learning_rate:g}, n={cell.n}"
+  text += f" (lr {cell.learning_rate:g}"
+  if warmup:
+    text += f", warm-up {cell.warmup_fraction:.0%}"
+  text += f", n={cell.n}"
   if cell.n < expected_seeds:
     text += f" of {expected_seeds}"
   return text + ")"
 
 
-def _missing_lines(remaining: Sequence[Run], plan: Plan, time_rows) -> list[str]:
-  """How many defined runs are missing, their time, and which grids they are."""
-  # The speed measured so far, the pilot's included.
-  hours = sum(TimeModel(time_rows).seconds(run) for run in remaining) / 3600
-  pending = sorted({(run.model, run.batch_size, run.phase) for run in remaining},
-                   key=lambda t: (t[2] != "grid", t[0], t[1]))
-  return ["", f"Missing: {len(remaining)} defined runs"
-          + (f" (about {hours:.1f} h at the speed measured so far)"
-             if math.isfinite(hours) else "")
-          + f", and {sum(plan.undefined.values())} runs that wait for "
-          "them (SGD grids wait for batch 128's grid; seeds and the "
-          "ablation for the grid they select from).",
-          "Pending: " + ", ".join(f"{m}/{b} {p}" for m, b, p in pending) + "."]
+def _missing_lines(remaining: Sequence[Run], waiting: Sequence[Run],
+                   n_undefined: int, time_model: TimeModel,
+                   why: str) -> list[str]:
+  """How many runs are missing, their time, and which grids they are."""
+  hours = sum(time_model.seconds(run) for run in [*remaining, *waiting]) / 3600
+  speed = ""
+  if math.isfinite(hours):
+    speed = (f" (about {hours:.1f} h at the speed measured so far"
+             + (", the waiting runs included" if waiting else ""))
+    if time_model.slowdown != 1.0:
+      speed += (f"; this study's runs so far took {time_model.slowdown:.1f}x "
+                "the time the earlier rows' speed predicts")
+    speed += ")"
+  pending = dict.fromkeys((run.model, run.batch_size, run.phase)
+                          for run in remaining)
+  return ["", f"Missing: {len(remaining)} defined runs{speed}, and "
+          f"{n_undefined} runs that wait for them ({why}).",
+          "Pending, in run order: "
+          + ", ".join(f"{m}/{b} {p}" for m, b, p in pending) + "."]
 
 
 def _edge_lines(plan: Plan) -> list[str]:
@@ -272,30 +352,49 @@ def _edge_lines(plan: Plan) -> list[str]:
   return lines
 
 
-def _progress_lines(rows, plan: Plan, pilot_rows) -> list[str]:
-  """Runs finished and missing per phase, with the time the missing ones need."""
+def _progress_lines(title: str, rows, runs: Sequence[Run],
+                    undefined: Mapping[str, int], phases: Sequence[str],
+                    time_model: TimeModel, why: str,
+                    waiting: Sequence[Run] = ()) -> list[str]:
+  """Runs finished and missing per phase, with the time the missing ones need
+  (``waiting``: stand-ins for the undefined runs that can be timed)."""
   done = {row_key(r) for r in rows}
-  expected = _expected_runs(plan)
-  finished = dict.fromkeys(PHASES, 0)
-  for run in plan.runs:
+  expected = _expected_runs(runs, undefined, phases)
+  finished = dict.fromkeys(phases, 0)
+  for run in runs:
     if run.key() in done:
       finished[run.phase] += 1
-  remaining = [run for run in plan.runs if run.key() not in done]
-  lines = ["## Progress", "",
+  remaining = [run for run in runs if run.key() not in done]
+  lines = [title, "",
            "| phase | finished | planned so far (incl. not yet defined) |",
            "| --- | --- | --- |"]
-  for phase in finished:
+  for phase in phases:
     lines.append(f"| {phase} | {finished[phase]} | {expected[phase]} "
-                 f"({plan.undefined[phase]} not yet defined) |")
+                 f"({undefined.get(phase, 0)} not yet defined) |")
   if remaining:
-    lines += _missing_lines(remaining, plan, list(rows) + list(pilot_rows))
-  else:
-    lines += ["", "Every planned run is finished."]
-  return lines + _edge_lines(plan) + [""]
+    return lines + _missing_lines(remaining, waiting, sum(undefined.values()),
+                                  time_model, why)
+  return lines + ["", "Every planned run is finished."]
 
 
 def _expected_seeds(batch_size: int) -> int:
   return len(design.SEEDS) if batch_size >= design.SEEDS_FROM_BATCH_SIZE else 1
+
+
+def _gap_columns(r: float, r_name: str, batch_size: int,
+                 verdict: Verdict | None, answers: Sequence[str]) -> list[str]:
+  """G, G of the baseline, their difference, what it needs, and the
+  ``answers`` (Verdict properties) as yes/no."""
+  rest = [""] * (len(answers) - 1)
+  if batch_size == design.REFERENCE_BATCH_SIZE:
+    return [f"{r_name} = {_pct(r)}", "", "", "", "reference", *rest]
+  if verdict is None:
+    return ["", "", "", ""] + ["pending"] * len(answers)
+  provisional = min(verdict.seeds) < _expected_seeds(batch_size)
+  return [_pct(verdict.gap), _pct(verdict.baseline_gap),
+          _pct(verdict.difference), _pct(verdict.needed)] + [
+              ("yes" if getattr(verdict, a) else "no")
+              + (" (provisional)" if provisional else "") for a in answers]
 
 
 def _verdict_row(model: str, batch_size: int, cells, r: float,
@@ -310,16 +409,7 @@ def _verdict_row(model: str, batch_size: int, cells, r: float,
   losses = " / ".join(
       f"{sum(c.last_batch_loss) / c.n:.3f}" if c is not None and c.n else "–"
       for c in (lars, sgd))
-  if batch_size == design.REFERENCE_BATCH_SIZE:
-    cols = [f"R = {_pct(r)}", "", "", "", "reference"]
-  elif verdict is None:
-    cols = ["", "", "", "", "pending"]
-  else:
-    provisional = min(verdict.seeds) < expected_seeds
-    cols = [_pct(verdict.gap_lars), _pct(verdict.gap_sgd),
-            _pct(verdict.difference), _pct(verdict.needed),
-            ("yes" if verdict.holds else "no")
-            + (" (provisional)" if provisional else "")]
+  cols = _gap_columns(r, "R", batch_size, verdict, ("holds",))
   return (f"| {batch_size} | {_cell_text(lars, expected_seeds)} | "
           f"{_cell_text(sgd, expected_seeds)} | {ratio} | {losses} | "
           + " | ".join(cols) + " |")
@@ -342,12 +432,15 @@ def _outcome(model: str, r: float, verdicts: Sequence[Verdict]) -> str:
   return outcome
 
 
+def _model_heading(model: str) -> str:
+  spec = design.MODELS[model]
+  return f"### Model {model} ({spec['model']}, batch norm: {spec['batch_norm']})"
+
+
 def _verdict_lines(model: str, cells, r: float,
                    verdicts: Sequence[Verdict]) -> list[str]:
   """One model's verdict table and its outcome line."""
-  spec = design.MODELS[model]
-  lines = [f"### Model {model} ({spec['model']}, batch norm: "
-           f"{spec['batch_norm']})", "",
+  lines = [_model_heading(model), "",
            "| batch | LARS test | SGD test | SGD lr / linearly scaled | "
            "last-minibatch loss LARS / SGD | G_LARS | G_SGD | G_SGD - G_LARS | "
            "needed | holds |", "| --- |" + " --- |" * 9]
@@ -358,29 +451,30 @@ def _verdict_lines(model: str, cells, r: float,
   return lines + ["", _outcome(model, r, verdicts), ""]
 
 
-def _steps_lines(rows, plan: Plan, model: str, r: float, rule: bool,
-                 steps_table: dict) -> list[str]:
-  """One model's steps-to-target table; fills ``steps_table`` for the plot."""
+def _steps_lines(rows, plan: Plan, model: str, r: float,
+                 batch_sizes: Iterable[int], steps_table: dict) -> list[str]:
+  """One model's steps-to-target table (target r - 1.5 points); fills
+  ``steps_table`` for the plot."""
   lines = [f"Model {model}: target "
            + (f"{_pct(r - TARGET_BELOW_R)} %" if not math.isnan(r) else "pending")
            + ".", "", "| batch | LARS steps (lr) | SGD steps (lr) |",
            "| --- | --- | --- |"]
-  for batch_size in sorted(design.BATCH_SIZES[model]):
+  for batch_size in sorted(batch_sizes):
     cols = []
     for optimizer in design.OPTIMIZERS:
       if math.isnan(r) or (model, batch_size) not in plan.selected:
         cols.append("pending")
         continue
       steps, lr = steps_to_target(rows, plan, r - TARGET_BELOW_R, model,
-                                  batch_size, optimizer, rule=rule)
+                                  batch_size, optimizer)
       steps_table[(model, batch_size, optimizer)] = steps
       cols.append("not reached" if steps is None else f"{steps} ({lr:g})")
     lines.append(f"| {batch_size} | " + " | ".join(cols) + " |")
   return lines + [""]
 
 
-def _ablation_lines(rows, plan: Plan, cells, rule: bool) -> list[str]:
-  ablation = selected_cells(rows, plan, rule=rule,
+def _ablation_lines(rows, plan: Plan, cells) -> list[str]:
+  ablation = selected_cells(rows, plan,
                             warmup_fraction=design.ABLATION_WARMUP_FRACTION)
   short = f"{design.WARMUP_FRACTION:.0%}"
   long = f"{design.ABLATION_WARMUP_FRACTION:.0%}"
@@ -398,8 +492,7 @@ def _ablation_lines(rows, plan: Plan, cells, rule: bool) -> list[str]:
   return lines + [""]
 
 
-def _header_lines(path: str, rule: bool, ignored: int, other_studies: int
-                  ) -> list[str]:
+def _header_lines(path: str, rule: bool, ignored: int) -> list[str]:
   lines = [
       "# Large-batch study: summary",
       "",
@@ -413,10 +506,108 @@ def _header_lines(path: str, rule: bool, ignored: int, other_studies: int
   if ignored:
     lines += [f"({ignored} rows with the other bias/normalisation rule are "
               "ignored.)", ""]
-  if other_studies:
-    lines += [f"({other_studies} rows of later studies are not part of these "
-              "tables.)", ""]
   return lines
+
+
+def _study1_lines(rows, plan: Plan, cells, r: Mapping[str, float],
+                  steps_table: dict) -> list[str]:
+  """The first study's claim test, steps to target and warm-up ablation."""
+  lines = ["## The claim test", "",
+           "R = the higher mean test accuracy of the two optimizers at batch "
+           f"{design.REFERENCE_BATCH_SIZE}; G = R - accuracy. The claim holds at "
+           "B when G_LARS <= 1 point and G_SGD - G_LARS >= max(1 point, 2 SE), "
+           "SE = sqrt(SE_LARS^2 + SE_SGD^2). Last-minibatch loss: the loss of "
+           "the last logged training minibatch, mean over seeds (one batch, not "
+           "the loss over the training split).", ""]
+  for model in design.MODELS:
+    lines += _verdict_lines(model, cells, *claim_test(cells, model))
+  lines += ["## Steps to target", "",
+            "Fewest steps of any seed-0 run of the grid to reach validation "
+            "accuracy R - 1.5 points (validation every quarter epoch; "
+            "\"not reached\" within 20 epochs).", ""]
+  for model in design.MODELS:
+    lines += _steps_lines(rows, plan, model, r[model],
+                          design.BATCH_SIZES[model], steps_table)
+  return lines + _ablation_lines(rows, plan, cells)
+
+
+def _budget_lines(rows, budget: Plan, cells, steps_table: dict) -> list[str]:
+  """Study 2, Q1: the 80-epoch verdicts against R80, and steps to target."""
+  lines = ["## Study 2, Q1: budget (80 epochs)", "",
+           "R80 = the higher mean test accuracy of the two optimizers at batch "
+           f"{design.REFERENCE_BATCH_SIZE} with 80 epochs; G80 = R80 - accuracy "
+           "at 80 epochs. Step starvation explains LARS's loss at B when "
+           "G80_LARS <= 1 point; SGD's loss is not only starvation when "
+           "G80_SGD - G80_LARS >= max(1 point, 2 SE).", ""]
+  r80 = {}
+  for model, batch_sizes in design.BUDGET_POINTS.items():
+    r80[model], verdicts = claim_test(cells, model)
+    by_batch = {v.batch_size: v for v in verdicts}
+    lines += [_model_heading(model), "",
+              "| batch | LARS test | SGD test | G80_LARS | G80_SGD | "
+              "G80_SGD - G80_LARS | needed | starvation explains LARS? | "
+              "SGD not only starvation? |", "| --- |" + " --- |" * 8]
+    for b in sorted(batch_sizes):
+      texts = [_cell_text(cells.get((model, b, o)), _expected_seeds(b))
+               for o in design.OPTIMIZERS]
+      cols = _gap_columns(r80[model], "R80", b, by_batch.get(b),
+                          ("within_point", "separated"))
+      lines.append(f"| {b} | " + " | ".join(texts + cols) + " |")
+    lines.append("")
+  lines += ["Steps to target at 80 epochs: fewest steps of any seed-0 run of "
+            "the 80-epoch grid to reach validation accuracy R80 - 1.5 points.",
+            ""]
+  for model, batch_sizes in design.BUDGET_POINTS.items():
+    lines += _steps_lines(rows, budget, model, r80[model], batch_sizes,
+                          steps_table)
+  return lines
+
+
+BASELINE_NAMES = {"sgd": "SGD (Nesterov)", "lars": "LARS", "lamb": "LAMB"}
+
+
+def _baseline_lines(cells, r: Mapping[str, float]) -> list[str]:
+  """Study 2, Q2: each optimizer's best trial and the claim against Nesterov."""
+  lines = ["## Study 2, Q2: tuned Nesterov baseline (20 epochs)", "",
+           "Each optimizer's best trial (validation, seed 0) over warm-up "
+           + " and ".join(f"{w:.0%}" for w in design.BASELINE_WARMUP_FRACTIONS)
+           + " x its learning rates, then seeds 1 and 2 there; G = R - test "
+           "accuracy, R from the first study (batch 128, 20 epochs). The claim "
+           "test as in the first study, with SGD with Nesterov momentum as the "
+           "baseline.", ""]
+  candidates = [o for o in design.BASELINE_OPTIMIZERS if o != "sgd"]
+  for model in design.MODELS:
+    verdicts = {(v.batch_size, o): v for o in candidates
+                for v in claim_test(cells, model, r=r[model], optimizer=o)[1]}
+    lines += [_model_heading(model), "", f"R = {_pct(r[model])} %.", "",
+              "| batch | optimizer | test, best trial (lr, warm-up, n) | G | "
+              "G_Nesterov - G | needed | claim holds |", "| --- |" + " --- |" * 6]
+    for b in sorted(b for m, b in design.BASELINE_POINTS if m == model):
+      for optimizer in ["sgd", *candidates]:
+        cell = cells.get((model, b, optimizer))
+        gap = r[model] - cell.mean if cell is not None and cell.n else math.nan
+        cols = (["baseline", "", ""] if optimizer == "sgd" else _gap_columns(
+            r[model], "R", b, verdicts.get((b, optimizer)), ("holds",))[2:])
+        lines.append(f"| {b} | {BASELINE_NAMES[optimizer]} | "
+                     f"{_cell_text(cell, _expected_seeds(b), warmup=True)} | "
+                     f"{_pct(gap)} | " + " | ".join(cols) + " |")
+    lines.append("")
+  return lines
+
+
+def _study2_progress_lines(all_rows, pilot_rows, budget: Plan,
+                           baseline: Plan) -> list[str]:
+  """Study 2's runs finished and missing, with the time the missing ones need
+  at the speed its runs so far had."""
+  waiting = (_waiting_seed_runs(budget, "budget_seed")
+             + _waiting_seed_runs(baseline, "baseline_seed"))
+  recent = [r for r in all_rows if r["study"] == "2"]
+  lines = _progress_lines(
+      "## Study 2: progress", all_rows, budget.runs + baseline.runs,
+      collections.Counter(run.phase for run in waiting), STUDY2_PHASES,
+      TimeModel(all_rows + pilot_rows, recent),
+      "seeds 1 and 2 wait for the grid they select from", waiting)
+  return lines + _edge_lines(budget) + [""]
 
 
 def summarize(path: str, *, rule: bool = design.EXCLUDE_BIAS_AND_NORM,
@@ -425,32 +616,26 @@ def summarize(path: str, *, rule: bool = design.EXCLUDE_BIAS_AND_NORM,
   all_rows = read_rows(path)
   first = [r for r in all_rows if r["study"] == "1"]
   rows = [r for r in first if r["bias_and_norm"] == rule_name(rule)]
+  pilot_rows = read_rows(pilot_path(path))
   plan = plan_study(rows, rule=rule)
-  cells = selected_cells(rows, plan, rule=rule)
-  lines = _header_lines(path, rule, len(first) - len(rows),
-                        len(all_rows) - len(first))
-  lines += _progress_lines(rows, plan, read_rows(pilot_path(path)))
+  budget, baseline = plan_budget(all_rows, plan), plan_baseline(all_rows, plan)
+  cells = selected_cells(rows, plan)
+  budget_cells = selected_cells(all_rows, budget)
+  baseline_cells = selected_cells(all_rows, baseline)
+  r = {model: reference_accuracy(cells, model) for model in design.MODELS}
+  steps: dict[tuple[str, int, str], int | None] = {}
+  steps80: dict[tuple[str, int, str], int | None] = {}
 
-  lines += ["## The claim test", "",
-            "R = the higher mean test accuracy of the two optimizers at batch "
-            f"{design.REFERENCE_BATCH_SIZE}; G = R - accuracy. The claim holds at "
-            "B when G_LARS <= 1 point and G_SGD - G_LARS >= max(1 point, 2 SE), "
-            "SE = sqrt(SE_LARS^2 + SE_SGD^2). Last-minibatch loss: the loss of "
-            "the last logged training minibatch, mean over seeds (one batch, not "
-            "the loss over the training split).", ""]
-  verdict_by_model = {model: claim_test(cells, model) for model in design.MODELS}
-  for model, (r, verdicts) in verdict_by_model.items():
-    lines += _verdict_lines(model, cells, r, verdicts)
-
-  lines += ["## Steps to target", "",
-            "Fewest steps of any seed-0 run of the grid to reach validation "
-            "accuracy R - 1.5 points (validation every quarter epoch; "
-            "\"not reached\" within 20 epochs).", ""]
-  steps_table: dict[tuple[str, int, str], int | None] = {}
-  for model, (r, _) in verdict_by_model.items():
-    lines += _steps_lines(rows, plan, model, r, rule, steps_table)
-
-  lines += _ablation_lines(rows, plan, cells, rule)
+  lines = _header_lines(path, rule, len(first) - len(rows))
+  lines += _progress_lines(
+      "## Progress", rows, plan.runs, plan.undefined, PHASES,
+      TimeModel(rows + pilot_rows), "SGD grids wait for batch 128's grid; "
+      "seeds and the ablation for the grid they select from")
+  lines += _edge_lines(plan) + [""]
+  lines += _study1_lines(rows, plan, cells, r, steps)
+  lines += _study2_progress_lines(all_rows, pilot_rows, budget, baseline)
+  lines += _budget_lines(all_rows, budget, budget_cells, steps80)
+  lines += _baseline_lines(baseline_cells, r)
   if plots:
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
   text = "\n".join(lines)
@@ -459,9 +644,14 @@ def summarize(path: str, *, rule: bool = design.EXCLUDE_BIAS_AND_NORM,
   with open(os.path.join(out_dir, SUMMARY), "w") as f:
     f.write(text)
   if plots:
-    _plot_accuracy(cells, verdict_by_model, os.path.join(out_dir, PLOTS[0]))
-    _plot_steps(steps_table, os.path.join(out_dir, PLOTS[1]))
-    _plot_learning_rates(rows, plan, rule, os.path.join(out_dir, PLOTS[2]))
+    paths = [os.path.join(out_dir, p) for p in PLOTS]
+    _plot_accuracy(_accuracy_series(cells, budget_cells, baseline_cells),
+                   r, {m: reference_accuracy(budget_cells, m)
+                       for m in design.MODELS}, paths[0])
+    _plot_steps([("20 epochs, to R - 1.5", steps, "-"),
+                 ("80 epochs, to R80 - 1.5", steps80, "--")], paths[1])
+    _plot_learning_rates(rows, plan, paths[2])
+    _plot_study2_learning_rates(all_rows, budget, baseline, paths[3])
   return text
 
 
@@ -469,7 +659,8 @@ def summarize(path: str, *, rule: bool = design.EXCLUDE_BIAS_AND_NORM,
 # The plots.
 # --------------------------------------------------------------------------
 
-COLORS = {"lars": "tab:blue", "sgd": "tab:orange"}
+COLORS = {"lars": "tab:blue", "sgd": "tab:orange", "lamb": "tab:purple"}
+NESTEROV_COLOR = "tab:green"
 
 
 def _pyplot():
@@ -477,6 +668,13 @@ def _pyplot():
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   return plt
+
+
+def _model_axes(plt):
+  """A figure with one panel per model, side by side: (figure, panels)."""
+  n = len(design.MODELS)
+  fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)
+  return fig, axes[0]
 
 
 def _batch_axis(ax, batch_sizes) -> None:
@@ -498,59 +696,85 @@ def _save(fig, path: str) -> None:
   _pyplot().close(fig)
 
 
-def _plot_accuracy(cells, verdict_by_model, path: str) -> None:
-  """Test accuracy at the selected learning rate against batch size."""
-  plt = _pyplot()
-  models = list(design.MODELS)
-  fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4),
-                           squeeze=False)
-  for ax, model in zip(axes[0], models):
-    r = verdict_by_model[model][0]
-    for optimizer in design.OPTIMIZERS:
-      xs, ys, es = [], [], []
-      for b in sorted(design.BATCH_SIZES[model]):
-        cell = cells.get((model, b, optimizer))
-        if cell is not None and cell.n:
-          xs.append(b)
-          ys.append(100 * cell.mean)
-          es.append(100 * cell.standard_error)
-      if xs:
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=optimizer,
-                    color=COLORS[optimizer])
-    if not math.isnan(r):
-      ax.axhline(100 * r, color="gray", linestyle=":", label="R")
-      ax.axhline(100 * (r - POINT), color="gray", linestyle="--",
-                 linewidth=0.8, label="R - 1 point")
+def _accuracy_series(cells, budget_cells, baseline_cells) -> list:
+  """(label, cells, optimizer, line style) of each line of the accuracy plot."""
+  return [("LARS, 20 epochs", cells, "lars", dict(color=COLORS["lars"])),
+          ("SGD, 20 epochs", cells, "sgd", dict(color=COLORS["sgd"])),
+          ("LARS, 80 epochs", budget_cells, "lars",
+           dict(color=COLORS["lars"], linestyle="--", marker="s")),
+          ("SGD, 80 epochs", budget_cells, "sgd",
+           dict(color=COLORS["sgd"], linestyle="--", marker="s")),
+          ("SGD Nesterov, tuned (Q2, 20 epochs)", baseline_cells, "sgd",
+           dict(color=NESTEROV_COLOR, linestyle="none", marker="D"))]
+
+
+def _plot_accuracy(series, r: Mapping[str, float], r80: Mapping[str, float],
+                   path: str) -> None:
+  """Test accuracy (mean over seeds, bars ± 1 SE) against batch size, one
+  line per series; R, R - 1 point and R80 as horizontal lines."""
+  fig, axes = _model_axes(_pyplot())
+  for ax, model in zip(axes, design.MODELS):
+    for label, cells, optimizer, style in series:
+      points = sorted((b, 100 * c.mean, 100 * c.standard_error)
+                      for (m, b, o), c in cells.items()
+                      if (m, o) == (model, optimizer) and c.n)
+      if points:
+        xs, ys, errors = zip(*points)
+        ax.errorbar(xs, ys, yerr=errors, capsize=3, label=label,
+                    **{"marker": "o", **style})
+    for name, value, style in (
+        ("R", r[model], dict(linestyle=":")),
+        ("R - 1 point", r[model] - POINT, dict(linestyle="--", linewidth=0.8)),
+        ("R80", r80[model], dict(linestyle="-.", color="black"))):
+      if not math.isnan(value):
+        ax.axhline(100 * value, label=name, **{"color": "gray", **style})
     _batch_axis(ax, sorted(design.BATCH_SIZES[model]))
     ax.set(xlabel="global batch size", ylabel="test accuracy (%)",
            title=f"model {model} (batch norm: {design.MODELS[model]['batch_norm']})")
-    _grid_and_legend(ax)
+    _grid_and_legend(ax, title="bars: ± 1 SE over seeds", fontsize=7)
   _save(fig, path)
 
 
-def _plot_steps(steps_table, path: str) -> None:
-  """Steps to target against batch size."""
-  plt = _pyplot()
-  models = list(design.MODELS)
-  fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4),
-                           squeeze=False)
-  for ax, model in zip(axes[0], models):
-    for optimizer in design.OPTIMIZERS:
-      points = [(b, steps_table.get((model, b, optimizer)))
-                for b in sorted(design.BATCH_SIZES[model])]
-      points = [(b, s) for b, s in points if s is not None]
-      if points:
-        ax.plot(*zip(*points), marker="o", label=optimizer,
-                color=COLORS[optimizer])
-    _batch_axis(ax, sorted(design.BATCH_SIZES[model]))
+def _plot_steps(series, path: str) -> None:
+  """Steps to target against batch size, a line per (series, optimizer):
+  "not reached" as a marker at the top; perfect scaling (steps x 128 / batch)
+  from batch 128's fewest steps."""
+  fig, axes = _model_axes(_pyplot())
+  ref = design.REFERENCE_BATCH_SIZE
+  for ax, model in zip(axes, design.MODELS):
+    batches = sorted(design.BATCH_SIZES[model])
+    missed = False
+    for label, table, linestyle in series:
+      for optimizer in design.OPTIMIZERS:
+        points = sorted((b, s) for (m, b, o), s in table.items()
+                        if (m, o) == (model, optimizer))
+        reached = [(b, s) for b, s in points if s is not None]
+        if reached:
+          ax.plot(*zip(*reached), marker="o", linestyle=linestyle,
+                  color=COLORS[optimizer], label=f"{optimizer}, {label}")
+        top = [b for b, s in points if s is None]
+        if top:  # y in axes fraction: the top of the panel
+          ax.plot(top, [0.97] * len(top), marker="^", linestyle="none",
+                  color=COLORS[optimizer], transform=ax.get_xaxis_transform())
+          missed = True
+      start = [s for (m, b, _), s in table.items()
+               if (m, b) == (model, ref) and s is not None]
+      if start:
+        ax.plot(batches, [min(start) * ref / b for b in batches], color="gray",
+                linestyle=linestyle, linewidth=0.8,
+                label=f"perfect scaling, {label}")
+    if missed:
+      ax.plot([], [], marker="^", linestyle="none", color="gray",
+              label="not reached (at the top)")
+    _batch_axis(ax, batches)
     ax.set_yscale("log")
-    ax.set(xlabel="global batch size", ylabel="steps to R - 1.5 points (val)",
+    ax.set(xlabel="global batch size", ylabel="steps to target (validation)",
            title=f"model {model}")
-    _grid_and_legend(ax)
+    _grid_and_legend(ax, fontsize=7)
   _save(fig, path)
 
 
-FAILURE_MARKERS = {  # status -> how the learning-rate plot marks its runs
+FAILURE_MARKERS = {  # status -> how the learning-rate plots mark its runs
     "collapsed": dict(marker="x", color="black", markersize=7, linestyle="none",
                       label="collapsed to chance"),
     "diverged": dict(marker="v", color="red", markersize=7, linestyle="none",
@@ -559,19 +783,40 @@ FAILURE_MARKERS = {  # status -> how the learning-rate plot marks its runs
 
 
 def _grid_points(by_key, plan: Plan, model: str, batch_size: int,
-                 optimizer: str, rule: bool) -> list[tuple[float, float, str]]:
-  """(learning rate, validation accuracy in %, status) of a grid's finished runs."""
+                 optimizer: str, warmup_fraction: float | None = None
+                 ) -> list[tuple[float, float, str]]:
+  """(learning rate, validation accuracy in %, status) of a grid's finished
+  seed-0 runs, by learning rate."""
   points = []
-  for lr in plan.grids.get((model, batch_size), {}).get(optimizer, []):
-    row = by_key.get(Run(model, optimizer, batch_size, lr,
-                         exclude_bias_and_norm=rule).key())
+  for run in _grid_runs(plan, model, batch_size, optimizer, warmup_fraction):
+    row = by_key.get(run.key())
     if row is not None:
       accuracy = 100 * max(accuracy_or_chance(row, "val_accuracy"), 0.0)
-      points.append((lr, accuracy, row["status"]))
-  return points
+      points.append((run.learning_rate, accuracy, row["status"]))
+  return sorted(points)
 
 
-def _plot_learning_rates(rows, plan: Plan, rule: bool, path: str) -> None:
+def _grid_line(ax, points, chosen: float | None, failed: dict, **style) -> None:
+  """One grid's line, a star at the ``chosen`` learning rate; adds its failed
+  runs to ``failed`` (status -> points)."""
+  if not points:
+    return
+  xs, ys, _ = zip(*points)
+  ax.plot(xs, ys, marker="o", **style)
+  if chosen in xs:
+    ax.plot([chosen], [ys[xs.index(chosen)]], marker="*", markersize=14,
+            color=style["color"])
+  for x, y, status in points:
+    failed.get(status, []).append((x, y))
+
+
+def _failure_marks(ax, failed: dict) -> None:
+  for status, style in FAILURE_MARKERS.items():
+    if failed[status]:
+      ax.plot(*zip(*failed[status]), **style)
+
+
+def _plot_learning_rates(rows, plan: Plan, path: str) -> None:
   """Validation accuracy against learning rate, one line per batch; collapsed
   and diverged runs marked apart."""
   plt = _pyplot()
@@ -585,23 +830,12 @@ def _plot_learning_rates(rows, plan: Plan, rule: bool, path: str) -> None:
     batches = sorted(design.BATCH_SIZES[model])
     for j, optimizer in enumerate(design.OPTIMIZERS):
       ax = axes[i][j]
-      failed = {status: [] for status in FAILURE_MARKERS}
+      failed: dict[str, list] = {status: [] for status in FAILURE_MARKERS}
       for k, b in enumerate(batches):
-        points = _grid_points(by_key, plan, model, b, optimizer, rule)
-        if not points:
-          continue
-        xs, ys, statuses = zip(*points)
-        color = cmap(k / max(len(batches) - 1, 1))
-        ax.plot(xs, ys, marker="o", color=color, label=str(b))
-        chosen = plan.selected.get((model, b), {}).get(optimizer)
-        if chosen in xs:
-          ax.plot([chosen], [ys[xs.index(chosen)]], marker="*", markersize=14,
-                  color=color)
-        for x, y, status in points:
-          failed.get(status, []).append((x, y))
-      for status, style in FAILURE_MARKERS.items():
-        if failed[status]:
-          ax.plot(*zip(*failed[status]), **style)
+        _grid_line(ax, _grid_points(by_key, plan, model, b, optimizer),
+                   plan.selected.get((model, b), {}).get(optimizer), failed,
+                   color=cmap(k / max(len(batches) - 1, 1)), label=str(b))
+      _failure_marks(ax, failed)
       ax.set_xscale("log", base=2)
       ax.set(xlabel="peak learning rate" + (" (gamma)" if optimizer == "lars" else ""),
              ylabel="validation accuracy (%)",
@@ -609,6 +843,39 @@ def _plot_learning_rates(rows, plan: Plan, rule: bool, path: str) -> None:
       _grid_and_legend(ax, title="batch", fontsize=7)
   _save(fig, path)
 
+
+def _plot_study2_learning_rates(rows, budget: Plan, baseline: Plan,
+                                path: str) -> None:
+  """Study 2's grids: validation accuracy against learning rate, a panel per
+  (model, batch) and optimizer, a line per grid (Q1's; Q2's per warm-up)."""
+  plt = _pyplot()
+  by_key = {row_key(r): r for r in rows}
+  points = sorted({*((m, b) for m, batch_sizes in design.BUDGET_POINTS.items()
+                     for b in batch_sizes), *design.BASELINE_POINTS})
+  grids = [("80 epochs (Q1)", budget, None, "tab:red")] + [
+      (f"20 epochs, warm-up {w:.0%} (Q2)", baseline, w, color)
+      for w, color in zip(design.BASELINE_WARMUP_FRACTIONS,
+                          ("tab:cyan", "tab:blue"))]
+  optimizers = design.BASELINE_OPTIMIZERS
+  fig, axes = plt.subplots(len(points), len(optimizers), squeeze=False,
+                           figsize=(4.5 * len(optimizers), 2.8 * len(points)))
+  for (model, b), panels in zip(points, axes):
+    for optimizer, ax in zip(optimizers, panels):
+      failed: dict[str, list] = {status: [] for status in FAILURE_MARKERS}
+      for label, plan, warmup, color in grids:
+        chosen = plan.selected.get((model, b), {}).get(optimizer)
+        if plan.warmups.get((model, b), {}).get(optimizer, warmup) != warmup:
+          chosen = None  # selected at the other warm-up
+        _grid_line(ax, _grid_points(by_key, plan, model, b, optimizer, warmup),
+                   chosen, failed, color=color, label=label)
+      _failure_marks(ax, failed)
+      ax.set_xscale("log", base=2)
+      name = ("SGD (Q1 heavy ball, Q2 Nesterov)" if optimizer == "sgd"
+              else BASELINE_NAMES[optimizer])
+      ax.set(xlabel="peak learning rate", ylabel="validation accuracy (%)")
+      ax.set_title(f"{model}/{b}, {name} (star: selected)", fontsize=9)
+      _grid_and_legend(ax, fontsize=6)
+  _save(fig, path)
 
 # --------------------------------------------------------------------------
 # The pilot.
@@ -678,7 +945,8 @@ def _pilot_estimate_lines(rows) -> list[str]:
   time_model = TimeModel(rows)
   if not time_model.throughput:
     return []
-  counts = _expected_runs(plan_study([], rule=design.EXCLUDE_BIAS_AND_NORM))
+  empty = plan_study([], rule=design.EXCLUDE_BIAS_AND_NORM)
+  counts = _expected_runs(empty.runs, empty.undefined)
   runs = _design_runs()
   seconds = sum(time_model.seconds(run) for run in runs)
   speeds = ", ".join(f"{eps:.0f} at batch {b}"
