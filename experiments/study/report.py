@@ -735,42 +735,50 @@ def _plot_accuracy(series, r: Mapping[str, float], r80: Mapping[str, float],
   _save(fig, path)
 
 
-def _plot_steps(series, path: str) -> None:
-  """Steps to target against batch size, a line per (series, optimizer):
-  "not reached" as a marker at the top; perfect scaling (steps x 128 / batch)
-  from batch 128's fewest steps."""
-  fig, axes = _model_axes(_pyplot())
+def _steps_panel(ax, model: str, series) -> None:
+  """One model's steps to target: a line per (series, optimizer), "not
+  reached" as a triangle at the top (hollow for the second series), perfect
+  scaling (steps x 128 / batch) from batch 128's fewest steps."""
   ref = design.REFERENCE_BATCH_SIZE
-  for ax, model in zip(axes, design.MODELS):
-    batches = sorted(design.BATCH_SIZES[model])
+  batches = sorted(design.BATCH_SIZES[model])
+  for k, (label, table, linestyle) in enumerate(series):
+    fill = "none" if k else None  # None: the line's colour
     missed = False
-    for label, table, linestyle in series:
-      for optimizer in design.OPTIMIZERS:
-        points = sorted((b, s) for (m, b, o), s in table.items()
-                        if (m, o) == (model, optimizer))
-        reached = [(b, s) for b, s in points if s is not None]
-        if reached:
-          ax.plot(*zip(*reached), marker="o", linestyle=linestyle,
-                  color=COLORS[optimizer], label=f"{optimizer}, {label}")
-        top = [b for b, s in points if s is None]
-        if top:  # y in axes fraction: the top of the panel
-          ax.plot(top, [0.97] * len(top), marker="^", linestyle="none",
-                  color=COLORS[optimizer], transform=ax.get_xaxis_transform())
-          missed = True
-      start = [s for (m, b, _), s in table.items()
-               if (m, b) == (model, ref) and s is not None]
-      if start:
-        ax.plot(batches, [min(start) * ref / b for b in batches], color="gray",
-                linestyle=linestyle, linewidth=0.8,
-                label=f"perfect scaling, {label}")
+    for i, optimizer in enumerate(design.OPTIMIZERS):
+      points = sorted((b, steps) for (m, b, o), steps in table.items()
+                      if (m, o) == (model, optimizer))
+      reached = [(b, steps) for b, steps in points if steps is not None]
+      if reached:
+        ax.plot(*zip(*reached), marker="o", linestyle=linestyle,
+                color=COLORS[optimizer], label=f"{optimizer}, {label}")
+      top = [b for b, steps in points if steps is None]
+      if top:  # y in axes fraction: at the top, one height per optimizer
+        ax.plot(top, [0.97 - 0.03 * i] * len(top), marker="^",
+                linestyle="none", color=COLORS[optimizer], markerfacecolor=fill,
+                transform=ax.get_xaxis_transform())
+        missed = True
     if missed:
       ax.plot([], [], marker="^", linestyle="none", color="gray",
-              label="not reached (at the top)")
-    _batch_axis(ax, batches)
-    ax.set_yscale("log")
-    ax.set(xlabel="global batch size", ylabel="steps to target (validation)",
-           title=f"model {model}")
-    _grid_and_legend(ax, fontsize=7)
+              markerfacecolor=fill, label=f"not reached, {label}")
+    start = [steps for (m, b, _), steps in table.items()
+             if (m, b) == (model, ref) and steps is not None]
+    if start:
+      ax.plot(batches, [min(start) * ref / b for b in batches], color="gray",
+              linestyle=linestyle, linewidth=0.8,
+              label=f"perfect scaling, {label}")
+  _batch_axis(ax, batches)
+  ax.set_yscale("log")
+  ax.set(xlabel="global batch size", ylabel="steps to target (validation)",
+         title=f"model {model}")
+  _grid_and_legend(ax, fontsize=7)
+
+
+def _plot_steps(series, path: str) -> None:
+  """Steps to target against batch size; ``series``: (label, {(model, batch,
+  optimizer): steps or None for not reached}, line style)."""
+  fig, axes = _model_axes(_pyplot())
+  for ax, model in zip(axes, design.MODELS):
+    _steps_panel(ax, model, series)
   _save(fig, path)
 
 
