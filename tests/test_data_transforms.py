@@ -2,6 +2,7 @@
 
 import io
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -19,10 +20,26 @@ def _jpeg(width, height):
   return buffer.getvalue()
 
 
+def _bilinear(image, size):
+  """NumPy bilinear resize, half-pixel centres, no anti-aliasing (as tf.image.resize)."""
+  def weights(n_in):
+    src = np.clip((np.arange(size) + 0.5) * n_in / size - 0.5, 0, n_in - 1)
+    low = np.floor(src).astype(int)
+    high = np.minimum(low + 1, n_in - 1)
+    return low, high, (src - low)
+  y0, y1, wy = weights(image.shape[0])
+  x0, x1, wx = weights(image.shape[1])
+  image = image.astype(np.float64)
+  rows = image[y0] * (1 - wy)[:, None, None] + image[y1] * wy[:, None, None]
+  return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+
+
 def _full_decode(jpeg, box, size):
+  """Full decode, crop, NumPy bilinear resize to size x size (float)."""
   with Image.open(io.BytesIO(jpeg)) as image:
-    return np.asarray(image.convert("RGB").resize(
-        (size, size), Image.Resampling.BILINEAR, box=box))
+    pixels = np.asarray(image.convert("RGB"))
+  left, top, right, bottom = box
+  return _bilinear(pixels[top:bottom, left:right], size)
 
 
 def test_small_crops_of_large_jpegs_decode_at_reduced_scale():
@@ -31,16 +48,20 @@ def test_small_crops_of_large_jpegs_decode_at_reduced_scale():
   reduced = transforms._decode_crop_resize(jpeg, lambda h, w: box, size)
   full = _full_decode(jpeg, box, size)
   assert reduced.shape == full.shape == (size, size, 3)
-  assert np.abs(reduced.astype(int) - full).mean() < 2.0  # same picture
-  assert not np.array_equal(reduced, full)  # but not a full decode
+  assert np.abs(reduced - full).mean() < 2.0  # same picture
+  with Image.open(io.BytesIO(jpeg)) as image:  # but not a full decode
+    pixels = np.asarray(image.convert("RGB"))[200:500, 100:400]
+  assert not np.array_equal(reduced, cv2.resize(pixels, (size, size),
+                                                interpolation=cv2.INTER_LINEAR))
 
 
-def test_crops_without_room_to_reduce_are_decoded_in_full():
+def test_crops_without_room_to_reduce_are_the_bilinear_resize_of_a_full_decode():
   jpeg, size = _jpeg(470, 375), 224
   box = (30, 20, 400, 360)  # 340 px < 2 x 224
-  np.testing.assert_array_equal(
-      transforms._decode_crop_resize(jpeg, lambda h, w: box, size),
-      _full_decode(jpeg, box, size))
+  got = transforms._decode_crop_resize(jpeg, lambda h, w: box, size)
+  assert got.dtype == np.uint8
+  # OpenCV's fixed-point weights round to within one level of the exact resize.
+  assert np.abs(got - _full_decode(jpeg, box, size)).max() <= 1.0
 
 
 def test_imagenet_training_transform_is_normalised_crops_and_flips():
@@ -57,3 +78,18 @@ def test_imagenet_training_transform_is_normalised_crops_and_flips():
   np.testing.assert_array_equal(images[1], plain[1])
   evaluation = transforms.transform(config, jpegs, None)
   assert evaluation.shape == (2, 32, 32, 3) and np.all(np.isfinite(evaluation))
+
+
+def test_cmyk_jpegs_and_pngs_decode_to_the_same_rgb_crop():
+  y, x = np.mgrid[0:90, 0:120]
+  rgb = np.stack([x * 2, y * 2, x + y], -1).astype(np.uint8)
+  box = (10, 5, 110, 85)
+  for save in ({"format": "PNG"}, {"format": "JPEG", "quality": 95}):
+    image = Image.fromarray(rgb)
+    if save["format"] == "JPEG":
+      image = image.convert("CMYK")  # as ImageNet's CMYK JPEGs
+    buffer = io.BytesIO()
+    image.save(buffer, **save)
+    got = transforms._decode_crop_resize(buffer.getvalue(), lambda h, w: box, 32)
+    want = _bilinear(rgb[5:85, 10:110], 32)
+    assert np.abs(got - want).mean() < 3.0, save

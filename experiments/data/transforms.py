@@ -7,20 +7,22 @@ standard deviation (``datasets.RECIPES``).
   normalisation only. ``augment`` has no effect.
 * cifar10: training images zero-padded by 4 pixels, randomly cropped back to
   32x32 and flipped horizontally with probability 1/2.
-* imagenet2012 (JPEG bytes in, decoded here with PIL): training: random-resized
-  crop (area 8%-100%, aspect ratio 3/4-4/3, 10 attempts, else a central crop)
-  resized (bilinear) to ``image_size`` and flipped with probability 1/2.
-  Evaluation: resize the shorter side to ``image_size * 256 / 224`` and take
-  the central ``image_size`` square. Runs without a GPU and without TensorFlow.
+* imagenet2012 (JPEG bytes in): training: random-resized crop (area 8%-100%,
+  aspect ratio 3/4-4/3, 10 attempts, else a central crop) resized (bilinear)
+  to ``image_size`` and flipped with probability 1/2. Evaluation: resize the
+  shorter side to ``image_size * 256 / 224`` and take the central
+  ``image_size`` square. Runs without a GPU and without TensorFlow.
 
-  The crop box is chosen on the full image, then the JPEG is decoded at the
-  smallest of 1, 1/2, 1/4 and 1/8 scale at which the box still covers at least
-  ``image_size`` pixels each way (PIL's ``Image.draft``: libjpeg scales in the
-  DCT domain, with smaller inverse DCTs and fewer pixels to convert). The crop
-  is then resized from that reduced image, so the output differs from a
-  full-scale decode only by the DCT downscaling's averaging and rounding; where
-  no reduction fits (224-pixel crops of images under 448 pixels, most of
-  ImageNet) the decode is the full one.
+  The crop box is chosen on the full image, then simplejpeg (libjpeg-turbo)
+  decodes the JPEG at the smallest of 1, 1/2, 1/4 and 1/8 scale at which the
+  box still covers at least ``image_size`` pixels each way (scaling in the DCT
+  domain: smaller inverse DCTs, fewer pixels to convert); where no reduction
+  fits (224-pixel crops of images under 448 pixels, most of ImageNet) the
+  decode is the full one. Files libjpeg-turbo cannot read (ImageNet's
+  training set has a PNG among its JPEGs) are decoded by PIL. The crop, rounded to whole pixels,
+  is resized by OpenCV (bilinear, no anti-aliasing, as ``tf.image.resize``).
+  These were the fastest decoder and resize measured (README, "Large batches
+  on few GPUs").
 
 With ``augment=False`` the training images get the evaluation transform. The
 random numbers come from the sampler: row ``j`` of ``uniforms`` holds those of
@@ -48,11 +50,17 @@ def _normalise(images: np.ndarray, config: DataConfig,
                out: np.ndarray | None = None) -> np.ndarray:
   """(uint8 images - mean) / std in float32, into ``out`` if given."""
   recipe = config.recipe
-  mean = np.asarray(recipe.mean, np.float32) * 255.0
-  inv_std = 1.0 / (np.asarray(recipe.std, np.float32) * 255.0)
-  # In place: the float32 operations of (images - mean) * inv_std, no temporaries.
-  out = np.subtract(images, mean, out=out, dtype=np.float32)
-  out *= inv_std
+  channels = images.shape[-1]
+  # On rows of width * channels values, the per-channel constants tiled: a
+  # long inner loop instead of one of length 3.
+  rows = images.reshape(-1, images.shape[-2] * channels)
+  mean = np.tile(np.asarray(recipe.mean, np.float32) * 255.0, images.shape[-2])
+  inv_std = np.tile(1.0 / (np.asarray(recipe.std, np.float32) * 255.0),
+                    images.shape[-2])
+  out = np.empty(images.shape, np.float32) if out is None else out
+  out_rows = out.reshape(rows.shape)
+  np.subtract(rows, mean, out=out_rows, dtype=np.float32)
+  out_rows *= inv_std
   return out
 
 
@@ -92,29 +100,46 @@ def _central_crop_box(height: int, width: int, size: int) -> Box:
   return (left, top, left + side, top + side)
 
 
+def _decode(jpeg: bytes, crop_box: Callable[[int, int], Box], size: int
+            ) -> tuple[np.ndarray, Box]:
+  """RGB pixels of ``jpeg``, reduced where the crop allows; the crop box on them."""
+  import simplejpeg  # pylint: disable=g-import-not-at-top
+  try:
+    height, width, _, _ = simplejpeg.decode_jpeg_header(jpeg)
+    left, top, right, bottom = crop_box(height, width)
+    # The smallest JPEG scale 1/f (f = 1, 2, 4, 8) at which the crop still
+    # has >= size pixels each way.
+    f = 1
+    while f < 8 and min(right - left, bottom - top) >= 2 * f * size:
+      f *= 2
+    pixels = simplejpeg.decode_jpeg(jpeg, "RGB", min_factor=f,
+                                    min_height=math.ceil(height / f),
+                                    min_width=math.ceil(width / f))
+  except ValueError:  # not a JPEG (ImageNet's training set has a PNG)
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    with Image.open(io.BytesIO(jpeg)) as image:
+      pixels = np.asarray(image.convert("RGB"))
+    height, width = pixels.shape[:2]
+    left, top, right, bottom = crop_box(height, width)
+  scale = pixels.shape[1] / width
+  return pixels, (left * scale, top * scale, right * scale, bottom * scale)
+
+
 def _decode_crop_resize(jpeg: bytes, crop_box: Callable[[int, int], Box],
                         size: int) -> np.ndarray:
-  """Decodes ``jpeg`` (reduced by draft where the crop allows), crops, resizes."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  with Image.open(io.BytesIO(jpeg)) as image:
-    width, height = image.size
-    left, top, right, bottom = crop_box(height, width)
-    # Ask for the image at a size where the crop keeps >= size pixels each way;
-    # draft picks the largest JPEG scale 1/2^k that is at least that big.
-    reduced = image.draft("RGB", (math.ceil(width * size / (right - left)),
-                                  math.ceil(height * size / (bottom - top))))
-    scale = 1.0 if reduced is None else reduced[1][2] / width
-    if image.mode != "RGB":  # grayscale or CMYK JPEGs
-      image = image.convert("RGB")
-    out = image.resize((size, size), Image.Resampling.BILINEAR,
-                       box=(left * scale, top * scale, right * scale, bottom * scale))
-  return np.asarray(out)
+  """Decodes ``jpeg`` (reduced where the crop allows), crops, resizes."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  pixels, box = _decode(jpeg, crop_box, size)
+  left, top, right, bottom = (max(int(round(v)), 0) for v in box)
+  crop = pixels[top:max(bottom, top + 1), left:max(right, left + 1)]
+  return cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _imagenet_train(jpeg: bytes, u: np.ndarray, size: int) -> np.ndarray:
+  import cv2  # pylint: disable=g-import-not-at-top
   out = _decode_crop_resize(
       jpeg, lambda height, width: _random_resized_crop_box(height, width, u), size)
-  return out[:, ::-1] if u[4 * _CROP_ATTEMPTS] < 0.5 else out
+  return cv2.flip(out, 1) if u[4 * _CROP_ATTEMPTS] < 0.5 else out
 
 
 def _imagenet_eval(jpeg: bytes, size: int) -> np.ndarray:
