@@ -25,7 +25,7 @@ test: venv
 	$(PY) -m ruff check lars_optax
 	$(PY) -m ruff check experiments tests
 	$(PY) -m mypy
-	$(PY) -m pytest -q tests --doctest-modules lars_optax
+	$(PY) -m pytest -q -n auto --dist worksteal tests --doctest-modules lars_optax
 
 # The library's tests at its declared floors (pyproject.toml), in a separate
 # environment without flax or tfds (CI runs it after `make test`).

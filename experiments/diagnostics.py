@@ -62,14 +62,6 @@ def _norms(tree) -> dict[str, jax.Array]:
           for name, x in steps.flat_named(tree).items()}
 
 
-def _decayed_and_adapted(config, params) -> dict[str, bool]:
-  """Which leaves LARS adapts and decays (the same mask for both here)."""
-  if not config.exclude_bias_and_norm:
-    return {name: True for name in steps.flat_named(params)}
-  mask = lars_optax.exclude_bias_and_norm(params)
-  return {name: bool(v) for name, v in steps.flat_named(mask).items()}
-
-
 def _network_order(model, names) -> list[str]:
   """``names`` sorted as the layers are defined (input to output), not A-Z."""
 
@@ -137,7 +129,7 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
   model.train()
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   opt_state = tx.init(params)
-  adapted = _decayed_and_adapted(config, params)
+  adapted = optimizers.adapted_leaves(config, params)
   sizes = {name: int(np.size(x)) for name, x in steps.flat_named(params).items()}
   order = _network_order(model, sizes)
 

@@ -94,7 +94,12 @@ def _model_factory(config, info, *, batch_norm_axis_name, batch_norm_groups):
 
 
 class _Loop:
-  """What both loops share: model, optimizer, shardings, initial state."""
+  """What both loops share: model, optimizer, shardings, initial state.
+
+  ``train_step(state, local_batch)`` = ``compiled_train_step(state,
+  device_batch(local_batch))``; the two parts are public for the training
+  benchmark, which times the compiled step alone (same for ``eval_step``).
+  """
 
   name = ""
 
@@ -129,8 +134,8 @@ class _Loop:
     self.trust_ratio_names = frozenset()
     if config.log_trust_ratios and config.optimizer in ("lars", "lamb"):
       self.trust_ratio_names = frozenset(
-          name for name, x in steps.flat_named(self.abstract_state["params"]).items()
-          if x.ndim > 1 or not config.exclude_bias_and_norm)
+          name for name, adapted in optimizers.adapted_leaves(
+              config, self.abstract_state["params"]).items() if adapted)
     replicated = NamedSharding(self.mesh, P())
     if config.shard_params:
       self.state_sharding = jax.tree.map(
@@ -156,15 +161,15 @@ class _Loop:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         self.abstract_state, self.state_sharding)
 
-  def _device_batch(self, local_batch: Mapping[str, np.ndarray]):
+  def device_batch(self, local_batch: Mapping[str, np.ndarray]):
     """This process's batch as the compiled steps take it."""
     raise NotImplementedError
 
   def train_step(self, state, local_batch):
-    return self._train_step(state, self._device_batch(local_batch))
+    return self.compiled_train_step(state, self.device_batch(local_batch))
 
   def eval_step(self, state, local_batch):
-    return self._eval_step(state, self._device_batch(local_batch))
+    return self.compiled_eval_step(state, self.device_batch(local_batch))
 
 
 class JitLoop(_Loop):
@@ -180,10 +185,10 @@ class JitLoop(_Loop):
                                  trust_ratio_names=self.trust_ratio_names,
                                  accum_steps=self.accum_steps,
                                  num_shards=self.num_devices)
-    self._train_step = jax.jit(
+    self.compiled_train_step = jax.jit(
         step, in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
-    self._eval_step = jax.jit(
+    self.compiled_eval_step = jax.jit(
         steps.make_eval_step(self.eval_graphdef, axis_name=None),
         in_shardings=(self.state_sharding, self.batch_sharding),
         out_shardings=self.replicated)
@@ -194,7 +199,7 @@ class JitLoop(_Loop):
   def to_canonical(self, state: State) -> State:
     return state
 
-  def _device_batch(self, local_batch: Mapping[str, np.ndarray]):
+  def device_batch(self, local_batch: Mapping[str, np.ndarray]):
     """The global batch, sharded over "data" (each process gives its rows)."""
     def put(x):
       x = np.asarray(x)
@@ -222,8 +227,8 @@ class PmapLoop(_Loop):
                                  axis_name=PMAP_AXIS, pmean_batch_stats=per_device,
                                  trust_ratio_names=self.trust_ratio_names,
                                  accum_steps=self.accum_steps)
-    self._train_step = jax.pmap(step, axis_name=PMAP_AXIS, donate_argnums=0)
-    self._eval_step = jax.pmap(
+    self.compiled_train_step = jax.pmap(step, axis_name=PMAP_AXIS, donate_argnums=0)
+    self.compiled_eval_step = jax.pmap(
         steps.make_eval_step(self.eval_graphdef, axis_name=PMAP_AXIS),
         axis_name=PMAP_AXIS)
 
@@ -247,7 +252,7 @@ class PmapLoop(_Loop):
                                           lambda index: host[index])
     return jax.tree.map(unreplicate, state, self.state_sharding)
 
-  def _device_batch(self, local_batch: Mapping[str, np.ndarray]):
+  def device_batch(self, local_batch: Mapping[str, np.ndarray]):
     """This process's batch split into one slice per local device."""
     n = len(self.local_devices)
 

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import Any
 
+import jax
 import optax
 from absl import logging
 
 import lars_optax
+from experiments import steps
 
 OPTIMIZERS = ("lars", "optax_lars", "sgd", "lamb")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
@@ -52,6 +56,18 @@ def create_learning_rate_schedule(config, steps_per_epoch: int) -> Schedule:
   return Schedule(fn, peak, warmup, total, steps_per_epoch)
 
 
+def layer_mask(config) -> Callable[[Any], Any] | None:
+  """The leaves adapted and decayed: biases and norms excluded, or all (None)."""
+  return lars_optax.exclude_bias_and_norm if config.exclude_bias_and_norm else None
+
+
+def adapted_leaves(config, params) -> dict[str, bool]:
+  """{leaf name (as metrics.jsonl logs it): adapted and decayed?} by ``layer_mask``."""
+  mask = layer_mask(config)
+  flags = mask(params) if mask else jax.tree.map(lambda _: True, params)
+  return {name: bool(v) for name, v in steps.flat_named(flags).items()}
+
+
 def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
                      ) -> optax.GradientTransformation:
   """The optimizer named by ``config.optimizer``.
@@ -63,8 +79,7 @@ def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
   1, a step about 1/trust_coefficient larger than its neighbours' (see
   configs/default.py). Set it False for the paper's rule.
   """
-  mask = (lars_optax.exclude_bias_and_norm
-          if config.exclude_bias_and_norm else None)
+  mask = layer_mask(config)
   if config.optimizer == "lars":
     return lars_optax.lars(
         learning_rate,

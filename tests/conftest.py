@@ -1,4 +1,5 @@
 """Test set-up: 8 fake CPU devices, set before JAX starts (never mid-suite)."""
+import fcntl
 import os
 import pathlib
 import tempfile
@@ -31,7 +32,8 @@ def fashion_mnist_data_dir(request, tmp_path_factory):
   """A tfds data_dir with fashion_mnist prepared once for the whole suite.
 
   Built from ../shared/datasets (or downloaded where there is network) into
-  the pytest cache, so later sessions reuse it.
+  the pytest cache, so later sessions reuse it; under a file lock, since the
+  test workers of ``pytest -n`` share that cache.
   """
   from experiments.data import preparation  # pylint: disable=g-import-not-at-top
   from experiments.data.datasets import DataConfig  # pylint: disable=g-import-not-at-top
@@ -40,7 +42,9 @@ def fashion_mnist_data_dir(request, tmp_path_factory):
   except AttributeError:  # cache provider disabled
     path = tmp_path_factory.mktemp("tfds")
   manual_dir = SHARED_DATASETS if SHARED_DATASETS.is_dir() else None
-  preparation.prepare(DataConfig.from_config(
-      {"name": "fashion_mnist", "data_dir": str(path),
-       "manual_dir": str(manual_dir) if manual_dir else None}))
+  with open(pathlib.Path(path) / ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    preparation.prepare(DataConfig.from_config(
+        {"name": "fashion_mnist", "data_dir": str(path),
+         "manual_dir": str(manual_dir) if manual_dir else None}))
   return str(path)

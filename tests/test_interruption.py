@@ -126,7 +126,7 @@ def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(
   assert _sha256(tmp_path / "run") == _sha256(tmp_path / "alone")
 
 
-MULTI_STEPS = 300
+MULTI_STEPS = 100
 
 
 def _start_two(workdir, data_dir):

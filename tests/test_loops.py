@@ -162,7 +162,7 @@ def _train_step_temp_bytes(accum_steps, global_batch_size):
       mesh=loops.make_mesh(jax.devices()[:1]))
   state = loop.abstract_canonical_state()
   batch = _batches(1, global_batch_size, image_side=28)[0]
-  compiled = loop._train_step.lower(state, loop._device_batch(batch)).compile()
+  compiled = loop.compiled_train_step.lower(state, loop.device_batch(batch)).compile()
   return compiled.memory_analysis().temp_size_in_bytes
 
 
@@ -205,3 +205,18 @@ def test_lamb_trains_alike_in_both_loops():
   # Adam's normalisation turns float32 rounding of tiny gradients (zero-init
   # biases) into differences of ~1e-5 in absolute value.
   _assert_trees_close(pmap["params"], jit["params"], atol=5e-5)
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_the_logged_trust_ratios_are_those_of_the_librarys_mask(exclude):
+  config = tiny_config(log_trust_ratios=True, exclude_bias_and_norm=exclude)
+  info = DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=4)
+  loop = loops.create_loop(config, info, schedule)
+  shapes = {name: x.shape for name, x in
+            steps.flat_named(loop.abstract_state["params"]).items()}
+  # The rule written out: kernels always; biases (1-D) only without exclusion.
+  expected = {name for name, shape in shapes.items()
+              if len(shape) > 1 or not exclude}
+  assert loop.trust_ratio_names == expected
+  assert any(len(s) == 1 for s in shapes.values())  # the rule matters here

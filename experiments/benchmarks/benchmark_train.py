@@ -104,8 +104,8 @@ def _setup(model, loop, optimizer, batch, dtype, grad_accum_steps=1):
   data = {"image": rng.normal(size=(local,) + shape).astype(np.float32),
           "label": rng.integers(0, 1000, size=(local,)).astype(np.int32)}
   # The loop's own layout of the batch, on the devices before timing starts.
-  data = jax.device_put(runner._device_batch(data))  # pylint: disable=protected-access
-  return runner._train_step, state, data  # pylint: disable=protected-access
+  data = jax.device_put(runner.device_batch(data))
+  return runner.compiled_train_step, state, data
 
 
 def _step(train_step, state, data):
