@@ -530,10 +530,15 @@ def plan_baseline(rows: Sequence[Mapping[str, str]], first_plan: Plan) -> Plan:
 
 
 def planned_runs(rows: Sequence[Mapping[str, str]]) -> list[Run]:
-  """Every study's runs, in order: study 1, then study 2's Q1 and Q2."""
+  """Every study's runs, in order: study 1, then study 2's Q2 and Q1.
+
+  Q2 goes first: its runs are 20 epochs at large batches (minutes each) and
+  its verdict needs only the first study's R, while Q1's reference grids are
+  80 epochs at batch 128 (34,375 steps per run).
+  """
   first = plan_study(rows)
-  return (first.runs + plan_budget(rows, first).runs
-          + plan_baseline(rows, first).runs)
+  return (first.runs + plan_baseline(rows, first).runs
+          + plan_budget(rows, first).runs)
 
 
 def pilot_runs() -> list[Run]:

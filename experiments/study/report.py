@@ -603,7 +603,7 @@ def _study2_progress_lines(all_rows, pilot_rows, budget: Plan,
              + _waiting_seed_runs(baseline, "baseline_seed"))
   recent = [r for r in all_rows if r["study"] == "2"]
   lines = _progress_lines(
-      "## Study 2: progress", all_rows, budget.runs + baseline.runs,
+      "## Study 2: progress", all_rows, baseline.runs + budget.runs,
       collections.Counter(run.phase for run in waiting), STUDY2_PHASES,
       TimeModel(all_rows + pilot_rows, recent),
       "seeds 1 and 2 wait for the grid they select from", waiting)
