@@ -1,4 +1,5 @@
-"""Two processes with 4 fake CPU devices each == one process with 8.
+"""Two processes with 4 fake CPU devices each == one process with 8 (with and
+without gradient accumulation).
 
 Launches `python -m experiments.main` with the jax.distributed flags on
 127.0.0.1 (gloo collectives on CPU). Each process reads only its slice of every
@@ -55,10 +56,12 @@ def outputs(workdir):
   return final, records
 
 
-@pytest.mark.parametrize("loop", ["jit", "pmap"])
-def test_two_processes_match_one(loop, data_dir, tmp_path):
+# jit also accumulates gradients over 2 micro-batches of 4 per device.
+@pytest.mark.parametrize("loop,accum_steps", [("jit", 2), ("pmap", 1)])
+def test_two_processes_match_one(loop, accum_steps, data_dir, tmp_path):
+  accum = f"--config.grad_accum_steps={accum_steps}"
   single = tmp_path / "one_process"
-  result = subprocess.run(command(single, data_dir, loop), cwd=REPO,
+  result = subprocess.run(command(single, data_dir, loop, accum), cwd=REPO,
                           env=environment(8), capture_output=True, text=True,
                           timeout=300)
   assert result.returncode == 0, result.stderr[-4000:]
@@ -67,7 +70,8 @@ def test_two_processes_match_one(loop, data_dir, tmp_path):
   port = free_port()
   processes = [
       subprocess.Popen(
-          command(multi, data_dir, loop, f"--coordinator_address=127.0.0.1:{port}",
+          command(multi, data_dir, loop, accum,
+                  f"--coordinator_address=127.0.0.1:{port}",
                   "--num_processes=2", f"--process_id={i}"),
           cwd=REPO, env=environment(4), stdout=subprocess.PIPE,
           stderr=subprocess.STDOUT, text=True)
