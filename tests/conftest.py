@@ -10,6 +10,11 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the tests and the runs they start
+# (which compile the same small programs again and again).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"lars_optax_tests_jax_cache_{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 # The original MNIST / Fashion-MNIST files beside the repository (CI has them).
 SHARED_DATASETS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"

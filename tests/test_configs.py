@@ -3,7 +3,6 @@ two steps of each on tfds mock data with the tiny variant of its model."""
 import importlib
 import math
 
-import jax
 import numpy as np
 import pytest
 
@@ -19,25 +18,6 @@ RECIPES = {
 }
 # Tiny model and image side for the smoke test of each recipe.
 TINY = {"resnet50": ("resnet50_tiny", 32), "alexnet_bn": ("alexnet_bn_tiny", 64)}
-
-
-@pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
-  """A persistent compilation cache shared by this file's runs, then restored.
-
-  The two ResNet-50 recipes build the same tiny programs (init, eval,
-  checkpoint transfers); sharing the compiled ones cuts the file's time.
-  """
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  saved = {n: getattr(jax.config, n) for n in names}
-  jax.config.update("jax_compilation_cache_dir",
-                    str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  yield
-  for n, value in saved.items():
-    jax.config.update(n, value)
 
 
 def load(name):
@@ -78,7 +58,7 @@ def test_recipe_has_the_papers_values(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_recipe_runs_two_steps_on_mock_imagenet(name, tmp_path, compilation_cache):
+def test_recipe_runs_two_steps_on_mock_imagenet(name, tmp_path):
   config = load(name).get_config()
   config.model, config.data.image_size = TINY[config.model]
   config.global_batch_size = 16  # 8 fake devices x 2 (per-device BN of 2)
