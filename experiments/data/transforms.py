@@ -19,10 +19,10 @@ standard deviation (``datasets.RECIPES``).
   domain: smaller inverse DCTs, fewer pixels to convert); where no reduction
   fits (224-pixel crops of images under 448 pixels, most of ImageNet) the
   decode is the full one. Files libjpeg-turbo cannot read (ImageNet's
-  training set has a PNG among its JPEGs) are decoded by PIL. The crop, rounded to whole pixels,
-  is resized by OpenCV (bilinear, no anti-aliasing, as ``tf.image.resize``).
-  These were the fastest decoder and resize measured (README, "Large batches
-  on few GPUs").
+  training set has a PNG among its JPEGs) are decoded by PIL. The crop,
+  rounded to whole pixels, is resized by OpenCV (bilinear, no anti-aliasing,
+  as ``tf.image.resize``). These were the fastest decoder and resize measured
+  (README, "Large batches on few GPUs").
 
 With ``augment=False`` the training images get the evaluation transform. The
 random numbers come from the sampler: row ``j`` of ``uniforms`` holds those of
