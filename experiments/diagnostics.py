@@ -122,17 +122,26 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
   steps_per_epoch = pipeline.steps_per_epoch(info, config.global_batch_size)
   schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch)
   tx = optimizers.create_optimizer(config, schedule.fn)
-
   model = models.create_model(config.model, num_classes=info.num_classes,
                               rngs=nnx.Rngs(config.seed),
                               image_shape=tuple(info.image_shape))
   model.train()
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  opt_state = tx.init(params)
+  batches = pipeline.train_iterator(
+      data_config, info, global_batch_size=config.global_batch_size,
+      seed=config.seed)
+  records = _train_and_record(graphdef, tx, (params, batch_stats), batches,
+                              num_steps, log_every)
   adapted = optimizers.adapted_leaves(config, params)
   sizes = {name: int(np.size(x)) for name, x in steps.flat_named(params).items()}
-  order = _network_order(model, sizes)
+  return {name: _layer_arrays(records, name) | {"adapted": adapted[name],
+                                                "size": sizes[name]}
+          for name in _network_order(model, sizes)}
 
+
+def _train_and_record(graphdef, tx, variables, batches, num_steps: int,
+                      log_every: int) -> list[dict[str, Any]]:
+  """Trains ``num_steps`` steps; each step's norms, trust ratios and loss."""
   loss_fn = steps.make_loss_fn(graphdef)
 
   @jax.jit
@@ -145,9 +154,8 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
               "loss": loss}
     return optax.apply_updates(params, updates), batch_stats, opt_state, record
 
-  batches = pipeline.train_iterator(
-      data_config, info, global_batch_size=config.global_batch_size,
-      seed=config.seed)
+  params, batch_stats = variables
+  opt_state = tx.init(params)
   records = []
   start = time.time()
   for t in range(num_steps):
@@ -157,20 +165,19 @@ def record_layer_ratios(config: ml_collections.ConfigDict, num_steps: int,
     if log_every and (t + 1) % log_every == 0:
       print(f"step {t + 1}/{num_steps}: loss {float(record['loss']):.4f} "
             f"({time.time() - start:.0f} s)", flush=True)
-  records = jax.device_get(records)
+  return jax.device_get(records)
 
-  result = {}
-  for name in order:
-    w = np.array([r["weight_norm"][name] for r in records], np.float64)
-    g = np.array([r["grad_norm"][name] for r in records], np.float64)
-    lam = np.array([np.asarray(r["trust_ratio"][name]).item() for r in records],
-                   np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-      ratio = np.where(g > 0, w / np.where(g > 0, g, 1.0), np.inf)
-    result[name] = {"weight_norm": w, "grad_norm": g, "norm_ratio": ratio,
-                    "trust_ratio": lam, "adapted": adapted[name],
-                    "size": sizes[name]}
-  return result
+
+def _layer_arrays(records, name: str) -> dict[str, np.ndarray]:
+  """One layer's ``KEYS`` arrays over the recorded steps."""
+  w = np.array([r["weight_norm"][name] for r in records], np.float64)
+  g = np.array([r["grad_norm"][name] for r in records], np.float64)
+  lam = np.array([np.asarray(r["trust_ratio"][name]).item() for r in records],
+                 np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    ratio = np.where(g > 0, w / np.where(g > 0, g, 1.0), np.inf)
+  return {"weight_norm": w, "grad_norm": g, "norm_ratio": ratio,
+          "trust_ratio": lam}
 
 
 def first_iteration_table(ratios: dict[str, dict[str, Any]]) -> list[dict]:
