@@ -102,14 +102,12 @@ def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
     total, _ = jax.lax.scan(add, zeros, micro)
     return jax.tree.map(lambda x: x / accum_steps, total)
 
+  compute = gradients if accum_steps == 1 else accumulated_gradients
+
   def train_step(state: State, batch) -> tuple[State, dict[str, jax.Array]]:
     params = state["params"]
-    if accum_steps == 1:
-      grads, loss, accuracy, batch_stats = gradients(
-          params, state["batch_stats"], batch)
-    else:
-      grads, loss, accuracy, batch_stats = accumulated_gradients(
-          params, state["batch_stats"], batch)
+    grads, loss, accuracy, batch_stats = compute(params, state["batch_stats"],
+                                                 batch)
     if axis_name is not None:
       grads = jax.lax.pmean(grads, axis_name)
       loss, accuracy = jax.lax.pmean((loss, accuracy), axis_name)
@@ -123,16 +121,21 @@ def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
         "learning_rate": jnp.asarray(schedule(state["step"]), jnp.float32),
         "grad_norm": optax.tree.norm(grads),
         "param_norm": optax.tree.norm(params),
-    }
-    if trust_ratio_names:
-      for name, ratio in lars_optax.trust_ratios_by_name(opt_state).items():
-        if name in trust_ratio_names:
-          metrics[f"trust_ratio/{name}"] = jnp.asarray(ratio, jnp.float32)
+    } | _trust_ratio_metrics(opt_state, trust_ratio_names)
     new_state = dict(state, step=state["step"] + 1, params=params,
                      batch_stats=batch_stats, opt_state=opt_state)
     return new_state, metrics
 
   return train_step
+
+
+def _trust_ratio_metrics(opt_state, names) -> dict[str, jax.Array]:
+  """``trust_ratio/<name>`` for the named params (none if ``names`` is empty)."""
+  if not names:
+    return {}
+  return {f"trust_ratio/{name}": jnp.asarray(ratio, jnp.float32)
+          for name, ratio in lars_optax.trust_ratios_by_name(opt_state).items()
+          if name in names}
 
 
 def make_eval_step(graphdef, *, axis_name: str | None):
