@@ -6,8 +6,9 @@ shapes plus noise: about 95 KB each), written by this script into a temporary
 folder and deleted at the end. Two pipelines read the same files:
 
 * ours: ``experiments.data.pipeline.train_batches`` (our sampler, loaded by
-  grain with ``worker_processes`` = cores; PIL decoding, at reduced scale
-  where the crop allows, see ``experiments/data/transforms.py``);
+  grain with ``worker_processes`` = cores; simplejpeg decoding at reduced
+  scale where the crop allows and OpenCV resizing, see
+  ``experiments/data/transforms.py``);
 * tf.data as the flax ImageNet example builds it: ``tf.io.decode_and_crop_jpeg``
   of a ``sample_distorted_bounding_box`` window, bicubic resize, flip,
   normalise; ``num_parallel_calls`` and its thread pool = cores.

@@ -13,7 +13,7 @@ Command (ImageNet prepared by tfds from the two original tar files):
 Hardware: AlexNet-BN (about 61M parameters, mostly fc6/fc7) is light on
 compute; 8 GPUs x 1024 fit the batch of 8192 (the paper used 8 P100s, with
 per-GPU BatchNorm). The input pipeline (JPEG decoding, random-resized crop
-with PIL) is then the bottleneck: give it many CPU cores.
+in grain's worker processes) is then the bottleneck: give it many CPU cores.
 
 Expected top-1: 60.1% (You et al. 2017, AlexNet-BN with LARS at 8K, LR 14;
 60.2% at 512 with LR 2). Without LARS, plain AlexNet falls from 58.8% (512)
