@@ -99,6 +99,9 @@ class Run:
 
   @property
   def momentum_kind(self) -> str:
+    """LAMB's first moment is Adam's; LARS and SGD use momentum."""
+    if self.optimizer == "lamb":
+      return "adam"
     return "nesterov" if self.nesterov else "heavy_ball"
 
   def key(self) -> tuple:
