@@ -182,7 +182,7 @@ BASELINE_POINTS = (("A", 4096), ("A", 8192), ("B", 4096), ("B", 8192))
 BASELINE_OPTIMIZERS = ("lars", "sgd", "lamb")  # sgd: Nesterov momentum
 BASELINE_WARMUP_FRACTIONS = (0.1, 0.3)
 BASELINE_FACTORS = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)
-LARS_TRUST_COEFFICIENT = 0.001  # default.py's, the paper's
+LARS_TRUST_COEFFICIENT = default.get_config().lars.trust_coefficient  # the paper's
 
 # A run that ends within 2 points of chance (10 classes) is "collapsed":
 # a failure, like a diverged one, when selecting.
