@@ -25,7 +25,6 @@ profile.
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -37,6 +36,8 @@ import numpy as np
 import optax
 
 import lars_optax
+
+from experiments.benchmarks import machine
 
 # Bytes moved per parameter (float32): LARS reads w, g for the norms (8), then
 # reads w, g, v and writes w, v (20).
@@ -295,6 +296,53 @@ def measure(tree: str, rounds: int, warmup: int, compile_repeats: int,
   }
 
 
+def print_tree(tree: str, r: dict, rounds: int) -> None:
+  """One tree's medians, kernel counts and ratios, as lines of text."""
+  print(f"{tree}: {r['num_leaves']} leaves, {r['num_params'] / 1e6:.2f}M "
+        f"params, {jax.devices()[0].device_kind}, median of {rounds} "
+        "interleaved rounds")
+  for name, ms in r["median_step_ms"].items():
+    compile_s = r["compile_s"].get(name)
+    print(f"  {name:15s} {ms:8.2f} ms  {r['kernels_per_step'][name]:5d} "
+          f"kernels, {r['host_transfers_per_step'][name]} host transfers, "
+          f"{r['host_synchronizations_per_step'][name]} host syncs" + (
+        f"   compile {compile_s:6.2f} s" if compile_s else ""))
+  for key, value in r["ratios"].items():
+    print(f"  {key:32s} {value:6.2f}")
+  print(f"  ours {r['ours_over_floor']:.2f}x the 28 B/param floor at "
+        f"{r['copy_bandwidth_gbs']:.1f} GB/s")
+
+
+def targets(trees: dict) -> dict[str, bool]:
+  """Which of the targets (README, Speed) the measured trees meet."""
+  resnet, deep = trees.get("resnet50"), trees.get("transformer")
+  met: dict[str, bool] = {}
+  if resnet:
+    met.update({
+        "resnet50_step_ours_over_minimal_at_most_1.10":
+            resnet["ratios"]["ours_over_lars_minimal"] <= 1.10,
+        "resnet50_compile_ours_over_minimal_at_most_1.30":
+            resnet["ratios"]["compile_ours_over_lars_minimal"] <= 1.30,
+        "resnet50_optax_lars_over_ours_at_least_3":
+            resnet["ratios"]["optax_lars_over_ours"] >= 3.0,
+    })
+  if resnet and jax.default_backend() == "gpu":
+    met.update({
+        "resnet50_gpu_ours_over_floor_at_most_1.5":
+            resnet["ours_over_floor"] <= 1.5,
+        "resnet50_gpu_optax_lars_over_ours_at_least_2":
+            resnet["ratios"]["optax_lars_over_ours"] >= 2.0,
+        "resnet50_gpu_no_host_transfer_in_our_step":
+            resnet["host_transfers_per_step"]["lars_optax"] == 0,
+        "resnet50_gpu_no_host_synchronization_in_our_step":
+            resnet["host_synchronizations_per_step"]["lars_optax"] == 0,
+    })
+  if deep:
+    met["transformer_compile_ours_over_minimal_at_most_1.30"] = (
+        deep["ratios"]["compile_ours_over_lars_minimal"] <= 1.30)
+  return met
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=20)
@@ -310,17 +358,8 @@ def main():
 
   result = {
       "device": jax.devices()[0].device_kind,
-      "machine": {
-          "processor": platform.processor() or platform.machine(),
-          "cpu_count": os.cpu_count(),
-          "platform": platform.platform(),
-          "jax_version": jax.__version__,
-          "optax_version": optax.__version__,
-          "device_kind": jax.devices()[0].device_kind,
-          "backend": jax.default_backend(),
-      },
+      "machine": machine.describe("jax", "optax", devices=True),
       "command": " ".join(["python -m experiments.benchmarks.benchmark_lars", *sys.argv[1:]]),
-      "load_average_at_start": os.getloadavg(),
       "rounds": args.rounds,
       "compile_repeats": args.compile_repeats,
       "trees": {},
@@ -329,44 +368,8 @@ def main():
     r = result["trees"][tree] = measure(
         tree, args.rounds, args.warmup, args.compile_repeats,
         args.profile_dir and os.path.join(args.profile_dir, tree))
-    print(f"{tree}: {r['num_leaves']} leaves, {r['num_params'] / 1e6:.2f}M "
-          f"params, {jax.devices()[0].device_kind}, median of {args.rounds} "
-          "interleaved rounds")
-    for name, ms in r["median_step_ms"].items():
-      compile_s = r["compile_s"].get(name)
-      print(f"  {name:15s} {ms:8.2f} ms  {r['kernels_per_step'][name]:5d} "
-            f"kernels, {r['host_transfers_per_step'][name]} host transfers, "
-            f"{r['host_synchronizations_per_step'][name]} host syncs" + (
-          f"   compile {compile_s:6.2f} s" if compile_s else ""))
-    for key, value in r["ratios"].items():
-      print(f"  {key:32s} {value:6.2f}")
-    print(f"  ours {r['ours_over_floor']:.2f}x the 28 B/param floor at "
-          f"{r['copy_bandwidth_gbs']:.1f} GB/s")
-  resnet, deep = result["trees"].get("resnet50"), result["trees"].get("transformer")
-  result["targets"] = {}
-  if resnet:
-    result["targets"].update({
-        "resnet50_step_ours_over_minimal_at_most_1.10":
-            resnet["ratios"]["ours_over_lars_minimal"] <= 1.10,
-        "resnet50_compile_ours_over_minimal_at_most_1.30":
-            resnet["ratios"]["compile_ours_over_lars_minimal"] <= 1.30,
-        "resnet50_optax_lars_over_ours_at_least_3":
-            resnet["ratios"]["optax_lars_over_ours"] >= 3.0,
-    })
-  if resnet and jax.default_backend() == "gpu":
-    result["targets"].update({
-        "resnet50_gpu_ours_over_floor_at_most_1.5":
-            resnet["ours_over_floor"] <= 1.5,
-        "resnet50_gpu_optax_lars_over_ours_at_least_2":
-            resnet["ratios"]["optax_lars_over_ours"] >= 2.0,
-        "resnet50_gpu_no_host_transfer_in_our_step":
-            resnet["host_transfers_per_step"]["lars_optax"] == 0,
-        "resnet50_gpu_no_host_synchronization_in_our_step":
-            resnet["host_synchronizations_per_step"]["lars_optax"] == 0,
-    })
-  if deep:
-    result["targets"]["transformer_compile_ours_over_minimal_at_most_1.30"] = (
-        deep["ratios"]["compile_ours_over_lars_minimal"] <= 1.30)
+    print_tree(tree, r, args.rounds)
+  result["targets"] = targets(result["trees"])
   print("targets met:", result["targets"])
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   with open(args.output, "w") as f:

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 
 from absl import app
 from absl import flags
+
+from experiments.benchmarks import machine
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("points", [f"{model}:{batch}" for model in ("cnn", "resnet50_tiny")
@@ -45,31 +46,6 @@ flags.DEFINE_integer("grad_accum_steps", 1,
 flags.DEFINE_string("output", None, "JSON file to write after every point (else print only).")
 
 OPTIMIZERS = ("lars", "sgd")
-
-
-def machine_description() -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  cpu = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  device = jax.devices()[0]
-  return {
-      "platform": device.platform,
-      "device_kind": device.device_kind,
-      "num_devices": jax.device_count(),
-      "cpu": cpu,
-      "cpu_count": os.cpu_count(),
-      "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-      "jax": jax.__version__,
-      "python": platform.python_version(),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-  }
 
 
 def _config(model: str, loop: str, optimizer: str, batch: int, dtype: str,
@@ -164,7 +140,7 @@ def _point_or_out_of_memory(model, loop, batch) -> dict:
 
 def main(argv):
   del argv
-  results = {"machine": machine_description(), "points": [],
+  results = {"machine": machine.describe("jax", "flax", "optax", devices=True), "points": [],
              "command": "python -m experiments.benchmarks.benchmark_train " + " ".join(
                  f"--{name}={FLAGS[name].serialize().split('=', 1)[-1]}"
                  for name in ("points", "loops", "steps", "warmup", "dtype",
@@ -173,8 +149,7 @@ def main(argv):
   for model, batch in (point.split(":") for point in FLAGS.points):
     for loop in FLAGS.loops:
       results["points"].append(_point_or_out_of_memory(model, loop, int(batch)))
-      results["machine"]["load_average_at_end"] = (
-          os.getloadavg() if hasattr(os, "getloadavg") else None)
+      results["machine"]["load_average_at_end"] = os.getloadavg()
       if FLAGS.output:  # after every point: a run cut short keeps what it measured
         os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
         with open(FLAGS.output, "w") as f:

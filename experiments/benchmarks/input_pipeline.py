@@ -37,7 +37,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from experiments.benchmarks import machine
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "experiments" / "results" / "benchmark_input_cpu.json"
@@ -213,30 +214,6 @@ def _run(command, *, cwd=REPO, env=None) -> dict:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _versions() -> dict:
-  from importlib import metadata  # pylint: disable=g-import-not-at-top
-  versions = {"python": platform.python_version()}
-  for package in ("jax", "grain", "tensorflow-cpu", "tensorflow", "pillow", "numpy"):
-    try:
-      versions[package] = metadata.version(package)
-    except metadata.PackageNotFoundError:
-      pass
-  return versions
-
-
-def machine_description() -> dict:
-  cpu = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f
-                 if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-          "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-          **_versions()}
-
-
 def _summary(results: dict, gpu_images_per_sec: float | None) -> dict:
   summary = {}
   for cores, rounds in results["jpeg"].items():
@@ -299,7 +276,8 @@ def main(argv=None) -> dict:
   command = [sys.executable, "-m", "experiments.benchmarks.input_pipeline"]
   report = {"command": " ".join(["python -m experiments.benchmarks.input_pipeline",
                                  *(argv if argv is not None else sys.argv[1:])]),
-            "machine": machine_description(),
+            "machine": machine.describe(
+                "jax", "grain", "tensorflow-cpu", "tensorflow", "pillow", "numpy"),
             "settings": {k: v for k, v in vars(args).items()
                          if k not in ("child", "folder", "out")},
             "results": {"jpeg": {c: [] for c in args.cores.split(",")}, "cached": []}}
@@ -339,8 +317,7 @@ def main(argv=None) -> dict:
               f"{row['new']:.0f} examples/s, {args.compare_ref} {row['old']:.0f}",
               flush=True)
       report["summary"] = _summary(report["results"], args.gpu_images_per_sec)
-      report["machine"]["load_average_at_end"] = (
-          os.getloadavg() if hasattr(os, "getloadavg") else None)
+      report["machine"]["load_average_at_end"] = os.getloadavg()
       Path(args.out).parent.mkdir(parents=True, exist_ok=True)
       Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
   print(json.dumps(report["summary"], indent=2))
