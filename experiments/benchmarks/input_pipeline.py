@@ -21,14 +21,9 @@ ratio ours / tf.data per core count. With ``--gpu_images_per_sec`` (a
 ResNet-50 training throughput, e.g. from benchmark_train) it also says how
 many cores of our pipeline one GPU needs.
 
-``--compare_ref`` adds the MNIST-sized cached path (Fashion-MNIST, the study's
-batch 4096 and 5,000 held-out examples): examples/s through this pipeline and
-through the pipeline of that git commit (extracted with ``git archive``), in
-alternating processes.
-
 The full run (about 10 minutes on an idle 2-core machine):
 
-  python -m experiments.benchmarks.input_pipeline --compare_ref=7d18686 \
+  python -m experiments.benchmarks.input_pipeline \
       --out=experiments/results/benchmark_input_cpu.json
 """
 from __future__ import annotations
@@ -161,36 +156,6 @@ def tf_data_images_per_sec(paths, *, cores, batch, image_size, warmup, steps) ->
   return _timed(batches, warmup, steps, batch)
 
 
-CACHED_NEW = """
-from experiments.data import pipeline, preparation
-from experiments.data.datasets import DataConfig
-config = DataConfig.from_config(FIELDS)
-info = preparation.prepare(config)
-batches = pipeline.train_iterator(config, info, global_batch_size=BATCH, seed=0)
-"""
-CACHED_OLD = """
-from experiments import datasets, input_pipeline
-info = datasets.prepare(FIELDS)
-batches = input_pipeline.train_iterator(FIELDS, info, global_batch_size=BATCH, seed=0)
-"""
-CACHED_TIMING = """
-for _ in range(WARMUP):
-  next(batches)
-start = time.perf_counter()
-for _ in range(STEPS):
-  next(batches)
-print(json.dumps({"examples_per_sec": STEPS * BATCH / (time.perf_counter() - start)}))
-"""
-
-
-def _cached_program(old: bool, *, data_dir, manual_dir, batch, warmup, steps) -> str:
-  fields = {"name": "fashion_mnist", "data_dir": data_dir, "manual_dir": manual_dir,
-            "validation_holdout": 5000, "validation_seed": 0}
-  head = (f"import json, time\nFIELDS = {fields!r}\nBATCH, WARMUP, STEPS = "
-          f"{batch}, {warmup}, {steps}\n")
-  return head + (CACHED_OLD if old else CACHED_NEW) + CACHED_TIMING
-
-
 def _child(args) -> None:
   if hasattr(os, "sched_setaffinity"):  # this process and its workers
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:int(args.cores)])
@@ -205,8 +170,8 @@ def _child(args) -> None:
 # The driver.
 
 
-def _run(command, *, cwd=REPO, env=None) -> dict:
-  result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+def _run(command) -> dict:
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                           check=False)
   if result.returncode:
     raise RuntimeError(f"{' '.join(map(str, command))[:200]} failed:\n"
@@ -229,20 +194,7 @@ def _summary(results: dict, gpu_images_per_sec: float | None) -> dict:
     if gpu_images_per_sec:
       point["cores_per_gpu"] = gpu_images_per_sec / point["ours_images_per_sec_per_core"]
     summary[f"{cores}_cores"] = point
-  if results.get("cached"):
-    for which in ("new", "old"):
-      summary[f"cached_examples_per_sec_{which}"] = statistics.median(
-          r[which] for r in results["cached"])
-    summary["cached_new_over_old"] = (summary["cached_examples_per_sec_new"]
-                                      / summary["cached_examples_per_sec_old"])
   return summary
-
-
-def _old_checkout(ref: str, folder: Path) -> Path:
-  archive = subprocess.run(["git", "archive", ref, "experiments"], cwd=REPO,
-                           capture_output=True, check=True).stdout
-  subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-  return folder
 
 
 def _parse(argv):
@@ -256,12 +208,6 @@ def _parse(argv):
   parser.add_argument("--cores", default="1,2",
                       help="comma-separated core counts (--child: one count)")
   parser.add_argument("--gpu_images_per_sec", type=float, default=None)
-  parser.add_argument("--compare_ref", default=None,
-                      help="git commit whose cached pipeline to time against this one")
-  parser.add_argument("--cached_batch", type=int, default=4096)
-  parser.add_argument("--cached_steps", type=int, default=40)
-  parser.add_argument("--data_dir", default=None, help="tfds data_dir (cached path)")
-  parser.add_argument("--manual_dir", default=None, help="Fashion-MNIST files, if unprepared")
   parser.add_argument("--out", default=str(DEFAULT_OUT))
   parser.add_argument("--child", choices=("ours", "tf_data"), help=argparse.SUPPRESS)
   parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -280,15 +226,12 @@ def main(argv=None) -> dict:
                 "jax", "grain", "tensorflow-cpu", "tensorflow", "pillow", "numpy"),
             "settings": {k: v for k, v in vars(args).items()
                          if k not in ("child", "folder", "out")},
-            "results": {"jpeg": {c: [] for c in args.cores.split(",")}, "cached": []}}
+            "results": {"jpeg": {c: [] for c in args.cores.split(",")}}}
   with tempfile.TemporaryDirectory() as temporary:
     folder = Path(temporary) / "jpegs"
     folder.mkdir()
     paths = make_jpegs(folder, args.images)
     report["jpeg_kb_mean"] = float(np.mean([os.path.getsize(p) for p in paths]) / 1e3)
-    old = None
-    if args.compare_ref:
-      old = _old_checkout(args.compare_ref, Path(temporary))
     for round_index in range(args.rounds):
       for cores in args.cores.split(","):
         row = {}
@@ -303,19 +246,6 @@ def main(argv=None) -> dict:
               f"{row['tf_data']['images_per_sec']:.0f}; per CPU-second ours "
               f"{row['ours']['images_per_cpu_second']:.0f}, tf.data "
               f"{row['tf_data']['images_per_cpu_second']:.0f}", flush=True)
-      if old is not None:
-        row = {}
-        for which, root in (("new", REPO), ("old", old)):
-          program = _cached_program(
-              which == "old", data_dir=args.data_dir, manual_dir=args.manual_dir,
-              batch=args.cached_batch, warmup=2, steps=args.cached_steps)
-          env = dict(os.environ, PYTHONPATH=str(root))
-          row[which] = _run([sys.executable, "-c", program], cwd=root,
-                            env=env)["examples_per_sec"]
-        report["results"]["cached"].append(row)
-        print(f"round {round_index}, cached batch {args.cached_batch}: this "
-              f"{row['new']:.0f} examples/s, {args.compare_ref} {row['old']:.0f}",
-              flush=True)
       report["summary"] = _summary(report["results"], args.gpu_images_per_sec)
       report["machine"]["load_average_at_end"] = os.getloadavg()
       Path(args.out).parent.mkdir(parents=True, exist_ok=True)
