@@ -15,10 +15,6 @@ shape it is built for, ``(height, width, channels)``, NHWC float32 in, logits ou
   [3, 4, 6, 3], the stride on the 3x3 conv), 25,557,032 parameters with 1000
   classes; the tiny variant has the same code with one block per stage and
   width 8.
-* ``"cifar_resnet20"`` / ``"cifar_resnet_tiny"``: the CIFAR ResNet of He et al.
-  2016 (3x3 stem, [3, 3, 3] basic blocks of width 16/32/64, global average pool),
-  with 1x1 projection shortcuts where the shape changes (option B).
-
 Initialisation follows the ImageNet recipes (Goyal et al. 2017): He-normal
 (fan-out) for convolutions, He-normal (fan-in) for hidden dense layers,
 N(0, 0.01) for the classifier, zero biases, BatchNorm scale 1 and bias 0.
@@ -26,7 +22,7 @@ N(0, 0.01) for the classifier, zero biases, BatchNorm scale 1 and bias 0.
 conv and hidden dense layer, LeCun-normal fan-in for the classifier) and
 ``use_batch_norm=False`` (conv and dense layers get zero-initialised biases
 instead of the BN that follows them); see ``INIT_SCHEMES``.
-``zero_init_last_batch_norm=True`` (ResNets) sets the scale of the last BN of
+``zero_init_last_batch_norm=True`` (ResNet) sets the scale of the last BN of
 every residual block to 0; it is off by default so that LARS's rule for
 zero-norm weights (trust ratio 1) is not triggered by the initialisation.
 
@@ -99,7 +95,6 @@ __all__ = [
     "MODELS",
     "AlexNetBN",
     "BatchNorm",
-    "CifarResNet",
     "INIT_SCHEMES",
     "ResNet",
     "SmallCNN",
@@ -383,28 +378,6 @@ class _Shortcut(nnx.Module):
     return self.bn(self.conv(x))
 
 
-class _BasicBlock(nnx.Module):
-  """3x3 -> 3x3 residual block (CIFAR ResNet)."""
-
-  def __init__(self, in_features, width, strides, *, bn, zero_init_last,
-               dtype, rngs):
-    self.conv1 = _conv(in_features, width, 3, strides, dtype=dtype, rngs=rngs)
-    self.bn1 = bn(width)
-    self.conv2 = _conv(width, width, 3, dtype=dtype, rngs=rngs)
-    self.bn2 = bn(width, scale_init=0.0 if zero_init_last else 1.0)
-    self.shortcut = (
-        _Shortcut(in_features, width, strides, bn=bn, dtype=dtype, rngs=rngs)
-        if strides != 1 or in_features != width else None
-    )
-    self.out_features = width
-
-  def __call__(self, x):
-    y = jax.nn.relu(self.bn1(self.conv1(x)))
-    y = self.bn2(self.conv2(y))
-    residual = x if self.shortcut is None else self.shortcut(x)
-    return jax.nn.relu(y + residual)
-
-
 class _Bottleneck(nnx.Module):
   """1x1 -> 3x3 (strided, v1.5) -> 1x1 x4 residual block (ResNet-50)."""
 
@@ -432,19 +405,6 @@ class _Bottleneck(nnx.Module):
     return jax.nn.relu(y + residual)
 
 
-def _make_stages(block_cls, in_features, stage_sizes, widths, first_strides,
-                 *, bn, zero_init_last, dtype, rngs):
-  blocks = []
-  for stage, (num_blocks, width) in enumerate(zip(stage_sizes, widths)):
-    for i in range(num_blocks):
-      strides = first_strides[stage] if i == 0 else 1
-      block = block_cls(in_features, width, strides, bn=bn,
-                        zero_init_last=zero_init_last, dtype=dtype, rngs=rngs)
-      in_features = block.out_features
-      blocks.append(block)
-  return nnx.List(blocks), in_features
-
-
 class ResNet(nnx.Module):
   """ImageNet ResNet v1.5 with bottleneck blocks (ResNet-50 by default)."""
 
@@ -453,37 +413,18 @@ class ResNet(nnx.Module):
                zero_init_last_batch_norm: bool = False, dtype, rngs):
     channels = image_shape[-1]
     self.stem = _ConvBN(channels, width, 7, 2, bn=bn, dtype=dtype, rngs=rngs)
-    widths = [width * 2**i for i in range(len(stage_sizes))]
-    strides = [1] + [2] * (len(stage_sizes) - 1)
-    self.blocks, features = _make_stages(
-        _Bottleneck, width, stage_sizes, widths, strides, bn=bn,
-        zero_init_last=zero_init_last_batch_norm, dtype=dtype, rngs=rngs)
+    blocks, features = [], width
+    for stage, num_blocks in enumerate(stage_sizes):
+      for i in range(num_blocks):
+        blocks.append(_Bottleneck(
+            features, width * 2**stage, 2 if stage and i == 0 else 1, bn=bn,
+            zero_init_last=zero_init_last_batch_norm, dtype=dtype, rngs=rngs))
+        features = blocks[-1].out_features
+    self.blocks = nnx.List(blocks)
     self.head = _classifier(features, num_classes, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
     x = _max_pool(self.stem(x), 3, 2, padding=1)
-    for block in self.blocks:
-      x = block(x)
-    x = jnp.mean(x, axis=(1, 2))
-    return self.head(x).astype(jnp.float32)
-
-
-class CifarResNet(nnx.Module):
-  """CIFAR ResNet (He et al. 2016, Sec. 4.2): 6n+2 layers, n = stage size."""
-
-  def __init__(self, *, num_classes: int, stage_sizes=(3, 3, 3),
-               widths=(16, 32, 64), image_shape=(32, 32, 3), bn,
-               zero_init_last_batch_norm: bool = False, dtype, rngs):
-    channels = image_shape[-1]
-    self.stem = _ConvBN(channels, widths[0], 3, bn=bn, dtype=dtype, rngs=rngs)
-    strides = [1] + [2] * (len(stage_sizes) - 1)
-    self.blocks, features = _make_stages(
-        _BasicBlock, widths[0], stage_sizes, widths, strides, bn=bn,
-        zero_init_last=zero_init_last_batch_norm, dtype=dtype, rngs=rngs)
-    self.head = _classifier(features, num_classes, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x):
-    x = self.stem(x)
     for block in self.blocks:
       x = block(x)
     x = jnp.mean(x, axis=(1, 2))
@@ -499,9 +440,6 @@ _REGISTRY: dict[str, tuple[type[nnx.Module], dict[str, Any], tuple[int, int, int
         AlexNetBN, dict(widths=(8, 16, 16, 16, 16), hidden=32), (64, 64, 3)),
     "resnet50": (ResNet, {}, (224, 224, 3)),
     "resnet50_tiny": (ResNet, dict(stage_sizes=(1, 1, 1, 1), width=4), (32, 32, 3)),
-    "cifar_resnet20": (CifarResNet, {}, (32, 32, 3)),
-    "cifar_resnet_tiny": (
-        CifarResNet, dict(stage_sizes=(1, 1, 1), widths=(4, 8, 16)), (32, 32, 3)),
 }
 
 #: Model name -> the input shape (height, width, channels) it is built for.
@@ -533,7 +471,7 @@ def create_model(
     dtype: compute dtype of convs and dense layers (params and BN statistics
       stay float32; logits are returned as float32).
     **kwargs: overrides of the model's constructor arguments, e.g.
-      ``image_shape=(32, 32, 3)``, ``zero_init_last_batch_norm=True`` (ResNets).
+      ``image_shape=(32, 32, 3)``, ``zero_init_last_batch_norm=True`` (ResNet).
 
   Returns:
     The model, in train mode (``model.eval()`` switches BN to running averages).

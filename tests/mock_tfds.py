@@ -9,7 +9,7 @@ patch both here; the pipeline itself knows nothing of mocks.
 
 Under the mock, ``prepare`` counts the mocked records, and the iterators read
 random examples (imagenet2012 mock images have random small sizes, which the
-recipe resizes). With ``cache=True`` (the default for mnist and cifar10) the
+recipe resizes). With ``cache=True`` (the default for mnist) the
 data is read when the iterator is created, so iterating may continue after
 the context has closed.
 """

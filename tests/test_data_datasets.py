@@ -20,7 +20,7 @@ def test_defaults_follow_the_recipe():
   assert not imagenet.cache and imagenet.eval_split == "validation"
   assert imagenet.worker_processes == (os.cpu_count() or 1)
   assert imagenet.read_threads == 1 and imagenet.image_shape == (160, 160, 3)
-  uncached = DataConfig.from_config({"name": "cifar10", "cache": False})
+  uncached = DataConfig.from_config({"name": "fashion_mnist", "cache": False})
   assert uncached.read_threads == min(8, os.cpu_count() or 1)
 
 

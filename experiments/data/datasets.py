@@ -1,10 +1,10 @@
 """The datasets (their recipes) and the data config, resolved once into ``DataConfig``.
 
-Datasets (tfds names): ``mnist``, ``fashion_mnist``, ``cifar10``,
-``imagenet2012``. ``DataConfig.from_config(config.data)`` applies the defaults
-below, checks every field (``ConfigError`` naming it) and returns a frozen
-``DataConfig``; ``preparation.prepare``, the iterators of ``pipeline`` and the
-``transforms`` take that object and nothing else.
+Datasets (tfds names): ``mnist``, ``fashion_mnist``, ``imagenet2012``.
+``DataConfig.from_config(config.data)`` applies the defaults below, checks
+every field (``ConfigError`` naming it) and returns a frozen ``DataConfig``;
+``preparation.prepare``, the iterators of ``pipeline`` and the ``transforms``
+take that object and nothing else.
 
 Fields of ``config.data`` (an ``ml_collections.ConfigDict``, a mapping or an
 object with these attributes; a missing field or ``None`` takes the default)
@@ -17,9 +17,9 @@ data_dir            None (tfds default,        where the prepared array_record d
                     ``~/tensorflow_datasets``) lives
 manual_dir          None                       root with ``<name>/`` folders, or the
                                                folder with the original files
-cache               True for mnist,            decode a split into memory once
-                    fashion_mnist, cifar10;
-                    False for imagenet2012
+cache               True for mnist and         decode a split into memory once
+                    fashion_mnist, False for
+                    imagenet2012
 augment             True                       training augmentation of the recipe
 prefetch            1                          batches prepared ahead (0: none, the
                                                batch is made when it is asked for)
@@ -58,22 +58,19 @@ class Recipe:
   image_shape: tuple[int, int, int]
   mean: tuple[float, ...]
   std: tuple[float, ...]
-  augmentation: str  # "none" | "cifar" | "imagenet"
-  cache: bool
   eval_split: str = "test"
   manual_files: tuple[str, ...] = ()  # only for datasets tfds cannot download
-  jpeg: bool = False  # records are read as JPEG bytes, decoded by the transforms
+  # Records are read as JPEG bytes, decoded and augmented by the transforms
+  # (ImageNet's recipe); otherwise decoded once into memory, not augmented.
+  jpeg: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
-    "mnist": Recipe((28, 28, 1), (0.1307,), (0.3081,), "none", True),
-    "fashion_mnist": Recipe((28, 28, 1), (0.2860,), (0.3530,), "none", True),
-    "cifar10": Recipe(
-        (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-        "cifar", True),
+    "mnist": Recipe((28, 28, 1), (0.1307,), (0.3081,)),
+    "fashion_mnist": Recipe((28, 28, 1), (0.2860,), (0.3530,)),
     "imagenet2012": Recipe(
         (224, 224, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-        "imagenet", False, eval_split="validation",
+        eval_split="validation",
         manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
         jpeg=True),
 }
@@ -117,7 +114,7 @@ class DataConfig:
           f"Unknown dataset name {name!r} (config.data.name): choose one of "
           f"{', '.join(SUPPORTED_DATASETS)} (tfds names).")
     recipe = RECIPES[name]
-    cache = _default(given, "cache", recipe.cache)
+    cache = _default(given, "cache", not recipe.jpeg)
     workers = _default(given, "worker_processes",
                        (os.cpu_count() or 1) if recipe.jpeg else 0)
     threads = 1 if cache or workers else min(8, os.cpu_count() or 1)

@@ -5,8 +5,6 @@ standard deviation (``datasets.RECIPES``).
 
 * mnist, fashion_mnist: no augmentation (the paper-style small CNN recipe);
   normalisation only. ``augment`` has no effect.
-* cifar10: training images zero-padded by 4 pixels, randomly cropped back to
-  32x32 and flipped horizontally with probability 1/2.
 * imagenet2012 (JPEG bytes in): training: random-resized crop (area 8%-100%,
   aspect ratio 3/4-4/3, 10 attempts, else a central crop) resized (bilinear)
   to ``image_size`` and flipped with probability 1/2. Evaluation: resize the
@@ -61,18 +59,6 @@ def _normalise(images: np.ndarray, config: DataConfig,
   out_rows = out.reshape(rows.shape)
   np.subtract(rows, mean, out=out_rows, dtype=np.float32)
   out_rows *= inv_std
-  return out
-
-
-def _cifar_augment(images: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-  n, h, w, _ = images.shape
-  padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
-  out = np.empty_like(images)
-  offsets_y = np.minimum((uniforms[:, 0] * 9).astype(int), 8)
-  offsets_x = np.minimum((uniforms[:, 1] * 9).astype(int), 8)
-  for i in range(n):
-    crop = padded[i, offsets_y[i]:offsets_y[i] + h, offsets_x[i]:offsets_x[i] + w]
-    out[i] = crop[:, ::-1] if uniforms[i, 2] < 0.5 else crop
   return out
 
 
@@ -154,9 +140,8 @@ def transform(config: DataConfig, images: np.ndarray | Sequence,
   ``images``: uint8 arrays (or one stacked array), or JPEG bytes for
   imagenet2012; ``uniforms``: [n, num_uniforms(config)] from the sampler.
   """
-  kind = config.recipe.augmentation
   image_shape = config.image_shape
-  if kind == "imagenet":
+  if config.recipe.jpeg:
     # Each image is normalised as soon as it is made, while it is in cache.
     out = np.empty((len(images), *image_shape), np.float32)
     for i, image in enumerate(images):
@@ -167,15 +152,9 @@ def transform(config: DataConfig, images: np.ndarray | Sequence,
       _normalise(image, config, out[i])
     return out
   images = np.stack(images) if isinstance(images, list) else images
-  images = images.reshape((-1, *image_shape))
-  if kind == "cifar" and uniforms is not None:
-    images = _cifar_augment(images, uniforms)
-  return _normalise(images, config)
+  return _normalise(images.reshape((-1, *image_shape)), config)
 
 
 def num_uniforms(config: DataConfig) -> int:
   """How many random numbers the training augmentation takes per example."""
-  if not config.augment:
-    return 0
-  return {"none": 0, "cifar": 3, "imagenet": 4 * _CROP_ATTEMPTS + 1}[
-      config.recipe.augmentation]
+  return 4 * _CROP_ATTEMPTS + 1 if config.augment and config.recipe.jpeg else 0
