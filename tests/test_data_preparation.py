@@ -25,19 +25,21 @@ FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 
 
 @pytest.fixture(scope="module")
-def real_data(tmp_path_factory):
-  """fashion_mnist prepared from ../shared/datasets (manual_dir = the root)."""
+def real_data(fashion_mnist_data_dir):
+  """fashion_mnist as the suite prepares it from ../shared/datasets (the root).
+
+  (``test_main`` prepares it again from scratch, in a fresh data_dir.)
+  """
   if not all((SHARED_DATASETS / "fashion_mnist" / f).is_file() for f in FASHION_FILES):
     pytest.skip(f"the original Fashion-MNIST files are not in "
                 f"{SHARED_DATASETS / 'fashion_mnist'} (see that folder's README)")
-  data_dir = tmp_path_factory.mktemp("tfds")
   config = DataConfig.from_config(dict(
-      name="fashion_mnist", data_dir=str(data_dir),
+      name="fashion_mnist", data_dir=fashion_mnist_data_dir,
       manual_dir=str(SHARED_DATASETS), prefetch=0))
   return config, preparation.prepare(config)
 
 
-@pytest.mark.slow  # builds Fashion-MNIST from its files: about a minute
+@pytest.mark.slow  # decodes Fashion-MNIST's 70k records
 def test_prepare_fashion_mnist_from_shared_files(real_data):
   config, info = real_data
   assert info == preparation.DatasetInfo(
