@@ -35,24 +35,10 @@ use_running_average=...)`` makes a switched copy through ``set_view``. The
 attribute is static: it lives in the ``GraphDef`` of ``nnx.split``, so a model
 split after ``model.train()`` merges back in train mode inside ``jit``.
 
-Functional use in a jit / pmap step
------------------------------------
-::
-
-  model.train()                       # the mode is static, kept in graphdef
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-
-  def loss_fn(params, batch_stats, images, labels):
-    # copy=True: fresh Variables at this trace level, so BN can update them.
-    model = nnx.merge(graphdef, params, batch_stats, copy=True)
-    logits = model(images)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, nnx.state(model, nnx.BatchStat)   # the updated running stats
-
-  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      params, batch_stats, images, labels)
-
-For evaluation, ``nnx.merge(graphdef, params, batch_stats)`` then ``.eval()``.
+The training steps (``steps.py``) use the models functionally: ``nnx.split``
+once into a graphdef and the ``Param`` / ``BatchStat`` states, ``nnx.merge(...,
+copy=True)`` inside the compiled step (fresh Variables at that trace level,
+so BatchNorm can update its running statistics, which the step returns).
 
 BatchNorm modes
 ---------------

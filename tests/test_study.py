@@ -732,6 +732,20 @@ def test_summary_of_study_2(tmp_path):
     assert (tmp_path / name).stat().st_size > 1000
 
 
+def test_edge_lines_name_q2_grids_by_warmup():
+  plan = lb.Plan(
+      runs=[], selected={("A", 4096): {"lars": 50.0, "sgd": 0.2}},
+      grids={("A", 4096, 0.1): {"lars": [12.5, 25.0, 50.0], "sgd": [0.1, 0.2]},
+             ("A", 4096, 0.3): {"lars": [12.5, 25.0, 50.0, 100.0],
+                                "sgd": [0.1, 0.2, 0.4]}},
+      extensions={("A", 4096, 0.1): (0, 0), ("A", 4096, 0.3): (0, 1)},
+      undefined={}, warmups={("A", 4096): {"lars": 0.3, "sgd": 0.1}})
+  assert summary._edge_lines(plan) == [
+      "Grids extended at an edge: A/4096 warm-up 30%.",
+      "Selected learning rate still at the grid's edge (extension cap reached): "
+      "A/4096 warm-up 10% sgd."]
+
+
 def test_time_model_scales_to_the_recent_speed():
   run = lb.Run("A", "lars", 128, 12.5)
   rows = [dict(make_row(run, 0.9), examples_per_sec="10000",

@@ -337,12 +337,22 @@ def _missing_lines(remaining: Sequence[Run], waiting: Sequence[Run],
 
 
 def _edge_lines(plan: Plan) -> list[str]:
-  """Grids extended at an edge, and selections still at an edge."""
-  edges = [f"{m}/{b}" for (m, b), (lo, hi) in plan.extensions.items()
-           if (lo or hi) and (m, b) in plan.selected]
-  at_edge = [f"{m}/{b} {o}" for (m, b), chosen in plan.selected.items()
-             for o, lr in chosen.items()
-             if lr in (plan.grids[(m, b)][o][0], plan.grids[(m, b)][o][-1])]
+  """Grids extended at an edge, and selections still at an edge (Q2's grids
+  are one per warm-up)."""
+
+  def label(key) -> str:
+    model, batch_size, *warmup = key
+    return f"{model}/{batch_size}" + (f" warm-up {warmup[0]:.0%}" if warmup else "")
+
+  edges = [label(key) for key, (lo, hi) in plan.extensions.items() if lo or hi]
+  at_edge = []
+  for point, chosen in plan.selected.items():
+    for optimizer, lr in chosen.items():
+      key = point if point in plan.grids else (
+          *point, plan.warmups[point][optimizer])
+      values = plan.grids[key][optimizer]
+      if lr in (values[0], values[-1]):
+        at_edge.append(f"{label(key)} {optimizer}")
   lines = []
   if edges:
     lines.append("Grids extended at an edge: " + ", ".join(edges) + ".")
@@ -607,7 +617,7 @@ def _study2_progress_lines(all_rows, pilot_rows, budget: Plan,
       collections.Counter(run.phase for run in waiting), STUDY2_PHASES,
       TimeModel(all_rows + pilot_rows, recent),
       "seeds 1 and 2 wait for the grid they select from", waiting)
-  return lines + _edge_lines(budget) + [""]
+  return lines + _edge_lines(budget) + _edge_lines(baseline) + [""]
 
 
 def summarize(path: str, *, rule: bool = design.EXCLUDE_BIAS_AND_NORM,
