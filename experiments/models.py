@@ -14,7 +14,8 @@ shape it is built for, ``(height, width, channels)``, NHWC float32 in, logits ou
 * ``"resnet50"`` / ``"resnet50_tiny"``: ResNet-50 v1.5 (bottleneck blocks
   [3, 4, 6, 3], the stride on the 3x3 conv), 25,557,032 parameters with 1000
   classes; the tiny variant has the same code with one block per stage and
-  width 8.
+  width 4.
+
 Initialisation follows the ImageNet recipes (Goyal et al. 2017): He-normal
 (fan-out) for convolutions, He-normal (fan-in) for hidden dense layers,
 N(0, 0.01) for the classifier, zero biases, BatchNorm scale 1 and bias 0.
