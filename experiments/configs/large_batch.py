@@ -7,7 +7,6 @@ or resumes the whole study (grid, extra seeds, warm-up ablation, then study
 experiments/results/large_batch.csv, and summarises it:
 
   python -m experiments.study.run --manual_dir=../shared/datasets
-  python -m experiments.study.run --pilot --manual_dir=../shared/datasets
   python -m experiments.study.run --summarize
 
 One run of the study on its own (``get_config("MODEL,OPTIMIZER,BATCH,LR[,SEED]")``):
@@ -68,11 +67,9 @@ Design (where there was a choice, the choice and its reason):
 * Biases and normalisation parameters (every leaf with ndim <= 1): adapted
   and decayed like the weights, as in Algorithm 1 (``EXCLUDE_BIAS_AND_NORM =
   False``), one rule for the whole study and both optimizers (for SGD it only
-  decides their weight decay); chosen in the pilot (next item; its result:
-  results/large_batch_pilot.md).
-* The pilot (``--pilot``): LARS at batch 4096, 3 epochs (40 steps, 20 of
-  warm-up), peak gamma 50 and 12.5, both models, both bias rules, where the
-  rules differ most; and three one-epoch runs that time the study. Why the
+  decides their weight decay); chosen in a pilot (results/large_batch_pilot.md;
+  its code is at commit a505d54): LARS at batch 4096, 3 epochs, peak gamma 50
+  and 12.5, both models, both bias rules, where the rules differ most. Why the
   rule matters: an adapted zero-initialised bias takes one step with trust
   ratio 1 at the first non-zero learning rate of the warm-up (gamma divided by
   the warm-up steps) and is then scaled like every other layer; an excluded
@@ -84,8 +81,8 @@ Design (where there was a choice, the choice and its reason):
 
 The order of the runs: ``experiments/study/plan.py``; the claim test, steps to
 target, the verdict tables and the plots: ``experiments/study/report.py``. What
-the pilot and the study measured (the pilot's rule comparison, speed, wall
-time, the verdicts) is in experiments/README.md and experiments/results/.
+the pilot and the study measured (the rule comparison, speed, wall time, the
+verdicts) is in experiments/README.md and experiments/results/.
 """
 import ml_collections
 
@@ -142,23 +139,6 @@ ABLATION_WARMUP_FRACTION = 0.25
 # leaf with ndim <= 1 from the trust ratio and the weight decay; False adapts
 # and decays it like the weights (Algorithm 1).
 EXCLUDE_BIAS_AND_NORM = False
-
-# The pilot (--pilot): short runs of both rules where they differ most
-# (LARS at a large batch, the grid's top and middle learning rates), and a
-# batch-128 run of each model (and one at 1024) for the wall-time estimate.
-PILOT_EPOCHS = 3.0
-PILOT_RULE_RUNS = (  # (model, optimizer, batch size, learning rate)
-    ("A", "lars", 4096, 50.0),
-    ("A", "lars", 4096, 12.5),
-    ("B", "lars", 4096, 50.0),
-    ("B", "lars", 4096, 12.5),
-)
-PILOT_TIMING_RUNS = (
-    ("A", "sgd", 128, 0.1),
-    ("B", "sgd", 128, 0.1),
-    ("A", "sgd", 1024, 0.8),
-)
-PILOT_TIMING_EPOCHS = 1.0
 
 # Study 2, Q1 (budget): is LARS's loss at the largest batches step
 # starvation? The same design at 4x the epochs, where the 20-epoch study

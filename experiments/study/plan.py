@@ -61,8 +61,6 @@ COLUMNS = (
     # collapsed (final validation accuracy within 2 points of chance).
     "study", "momentum_kind", "last_batch_loss",
 )
-MODEL_BY_BATCH_NORM = {spec["batch_norm"]: name
-                       for name, spec in design.MODELS.items()}
 CHANCE = 0.1  # accuracy of a guess among Fashion-MNIST's 10 classes
 
 
@@ -89,7 +87,7 @@ class Run:
   batch_size: int
   learning_rate: float  # the schedule's peak
   seed: int = 0
-  phase: str = "grid"  # "grid" | "seed" | "ablation" | "pilot" | "budget" | ...
+  phase: str = "grid"  # "grid" | "seed" | "ablation" | "budget" | ...
   warmup_fraction: float = design.WARMUP_FRACTION
   epochs: float = design.EPOCHS
   exclude_bias_and_norm: bool = design.EXCLUDE_BIAS_AND_NORM
@@ -428,7 +426,7 @@ def plan_study(rows: Sequence[Mapping[str, str]], *,
 
 
 # --------------------------------------------------------------------------
-# Study 2, Q1 (budget); the pilot.
+# Study 2, Q1 (budget) and Q2 (baseline).
 # --------------------------------------------------------------------------
 
 
@@ -543,15 +541,3 @@ def planned_runs(rows: Sequence[Mapping[str, str]]) -> list[Run]:
   return (first.runs + plan_baseline(rows, first).runs
           + plan_budget(rows, first).runs)
 
-
-def pilot_runs() -> list[Run]:
-  """Both bias/normalisation rules on short runs, then the timing runs."""
-  runs = []
-  for model, optimizer, batch_size, lr in design.PILOT_RULE_RUNS:
-    for rule in (False, True):
-      runs.append(Run(model, optimizer, batch_size, lr, phase="pilot",
-                      epochs=design.PILOT_EPOCHS, exclude_bias_and_norm=rule))
-  for model, optimizer, batch_size, lr in design.PILOT_TIMING_RUNS:
-    runs.append(Run(model, optimizer, batch_size, lr, phase="pilot",
-                    epochs=design.PILOT_TIMING_EPOCHS))
-  return runs

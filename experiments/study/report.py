@@ -1,9 +1,9 @@
-r"""The large-batch study's report: claim test, steps to target, plots, pilot report.
+r"""The large-batch study's report: claim test, steps to target, plots.
 
-``python -m experiments.study.run --summarize`` (and ``--pilot``) call
-``summarize`` / ``summarize_pilot``; both read only the CSV, so they work on a
-partial study and say what is missing. The first study's tables use its rows
-only (``study`` column 1); study 2's sections use the plans of its Q1 and Q2.
+``python -m experiments.study.run --summarize`` calls ``summarize``, which
+reads only the CSV, so it works on a partial study and says what is missing.
+The first study's tables use its rows only (``study`` column 1); study 2's
+sections use the plans of its Q1 and Q2.
 
 The claim test: R = the higher of the two optimizers' mean test accuracy at
 batch 128 (at their selected learning rates). At batch B, G = R - mean test
@@ -32,7 +32,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from experiments.configs import large_batch as design
-from experiments.study.plan import (MODEL_BY_BATCH_NORM, Plan, Run,
+from experiments.study.plan import (Plan, Run,
                                     accuracy_or_chance, as_float, pilot_path,
                                     plan_baseline, plan_budget, plan_study,
                                     read_rows, row_key, rule_name)
@@ -112,17 +112,6 @@ def _median(values: Sequence[float]) -> float:
   values = sorted(values)
   n = len(values)
   return (values[(n - 1) // 2] + values[n // 2]) / 2
-
-
-def _expected_runs(runs: Iterable[Run], undefined: Mapping[str, int],
-                   phases: Sequence[str] = PHASES) -> dict[str, int]:
-  """Runs per phase, done or not, as far as the plan knows them."""
-  counts = dict.fromkeys(phases, 0)
-  for run in runs:
-    counts[run.phase] += 1
-  for phase, n in undefined.items():
-    counts[phase] += n
-  return counts
 
 
 def _waiting_seed_runs(plan: Plan, phase: str) -> list[Run]:
@@ -369,11 +358,9 @@ def _progress_lines(title: str, rows, runs: Sequence[Run],
   """Runs finished and missing per phase, with the time the missing ones need
   (``waiting``: stand-ins for the undefined runs that can be timed)."""
   done = {row_key(r) for r in rows}
-  expected = _expected_runs(runs, undefined, phases)
-  finished = dict.fromkeys(phases, 0)
-  for run in runs:
-    if run.key() in done:
-      finished[run.phase] += 1
+  expected = collections.Counter(run.phase for run in runs)
+  expected.update(undefined)
+  finished = collections.Counter(run.phase for run in runs if run.key() in done)
   remaining = [run for run in runs if run.key() not in done]
   lines = [title, "",
            "| phase | finished | planned so far (incl. not yet defined) |",
@@ -894,104 +881,3 @@ def _plot_study2_learning_rates(rows, budget: Plan, baseline: Plan,
       ax.set_title(f"{model}/{b}, {name} (star: selected)", fontsize=9)
       _grid_and_legend(ax, fontsize=6)
   _save(fig, path)
-
-# --------------------------------------------------------------------------
-# The pilot.
-# --------------------------------------------------------------------------
-
-
-def _pilot_table(rows) -> list[str]:
-  lines = ["| model | optimizer | batch | lr | biases & norm | steps | warm-up "
-           "| status | val acc | last-minibatch loss | examples/s | wall s |",
-           "| --- |" + " --- |" * 11]
-  for row in rows:
-    model = MODEL_BY_BATCH_NORM.get(row["batch_norm"], row["batch_norm"])
-    lines.append(
-        f"| {model} | {row['optimizer']} | {row['batch_size']} | "
-        f"{row['learning_rate']} | {row['bias_and_norm']} | {row['steps']} | "
-        f"{row['warmup_steps']} | {row['status']} | "
-        f"{_pct(as_float(row['val_accuracy']))} | {row['last_batch_loss']} | "
-        f"{row['examples_per_sec']} | {row['wall_time_s']} |")
-  return lines + [""]
-
-
-def _pilot_rule_lines(rows) -> list[str]:
-  """The rule: the better worst case over the rule runs, then the better mean."""
-  rule_runs = set(design.PILOT_RULE_RUNS)
-  scores: dict[str, list[float]] = {"adapted": [], "excluded": []}
-  for row in rows:
-    spec = (MODEL_BY_BATCH_NORM.get(row["batch_norm"]), row["optimizer"],
-            int(row["batch_size"]), float(row["learning_rate"]))
-    if spec in rule_runs and float(row["epochs"]) == design.PILOT_EPOCHS:
-      scores[row["bias_and_norm"]].append(accuracy_or_chance(row, "val_accuracy"))
-  n_expected = len(design.PILOT_RULE_RUNS)
-  if not all(len(v) == n_expected for v in scores.values()):
-    return ["Rule comparison incomplete: "
-            f"{sum(len(v) for v in scores.values())} of {2 * n_expected} runs.", ""]
-  summary = {k: (min(v), sum(v) / len(v)) for k, v in scores.items()}
-  a, e = summary["adapted"], summary["excluded"]
-  if abs(a[0] - e[0]) > POINT:
-    choice = "adapted" if a[0] > e[0] else "excluded"
-    why = "its worst run is more than 1 point better"
-  else:
-    choice = "adapted" if a[1] > e[1] else "excluded"
-    why = "worst runs within 1 point; its mean is higher"
-  return [f"Rule runs, validation accuracy worst / mean: adapted "
-          f"{_pct(a[0])} / {_pct(a[1])} %, excluded {_pct(e[0])} / "
-          f"{_pct(e[1])} %. Recommended rule: **{choice}** ({why}); set "
-          "`EXCLUDE_BIAS_AND_NORM = "
-          f"{choice == 'excluded'}` in experiments/configs/large_batch.py.", ""]
-
-
-def _design_runs() -> list[Run]:
-  """Every run of the first study's design, without edge extensions (for
-  timing: their batch sizes and epochs)."""
-  runs = []
-  for model in design.MODELS:
-    for b in design.BATCH_SIZES[model]:
-      n = len(design.LARS_LEARNING_RATES) + len(design.SGD_SCALE_FACTORS)
-      if b >= design.SEEDS_FROM_BATCH_SIZE:
-        n += len(design.OPTIMIZERS) * (len(design.SEEDS) - 1)
-      if b == design.ABLATION_BATCH_SIZE:
-        n += len(design.OPTIMIZERS) * len(design.SEEDS)
-      runs += [Run(model, "lars", b, 1.0)] * n
-  return runs
-
-
-def _pilot_estimate_lines(rows) -> list[str]:
-  """The full study's wall time from the pilot's measured speed."""
-  time_model = TimeModel(rows)
-  if not time_model.throughput:
-    return []
-  empty = plan_study([], rule=design.EXCLUDE_BIAS_AND_NORM)
-  counts = _expected_runs(empty.runs, empty.undefined)
-  runs = _design_runs()
-  seconds = sum(time_model.seconds(run) for run in runs)
-  speeds = ", ".join(f"{eps:.0f} at batch {b}"
-                     for b, eps in time_model.throughput.items())
-  return [
-      f"Measured training speed (examples/s, quarter-epoch validation "
-      f"included): {speeds}; per run about {time_model.setup_s:.0f} s of "
-      "set-up, compilation and final evaluation.",
-      f"Estimated full study ({len(runs)} runs without edge "
-      f"extensions: {counts['grid']} grid, {counts['seed']} seed, "
-      f"{counts['ablation']} ablation): about {seconds / 3600:.1f} h on "
-      f"{rows[0]['device']}, each edge extension adding its runs "
-      "(2 per affected batch).", ""]
-
-
-def summarize_pilot(path: str) -> str:
-  """Writes large_batch_pilot.md next to the pilot CSV; returns its text."""
-  rows = read_rows(path)
-  lines = ["# Large-batch study: pilot", "",
-           "Written by `python -m experiments.study.run --pilot`. Short runs "
-           f"({design.PILOT_EPOCHS:g} epochs) of both bias/normalisation rules "
-           "where they differ most, and one-epoch runs for the wall-time "
-           "estimate.", ""]
-  lines += _pilot_table(rows) + _pilot_rule_lines(rows)
-  lines += _pilot_estimate_lines(rows)
-  text = "\n".join(lines)
-  with open(os.path.join(os.path.dirname(os.path.abspath(path)),
-                         "large_batch_pilot.md"), "w") as f:
-    f.write(text)
-  return text

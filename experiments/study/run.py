@@ -1,7 +1,6 @@
 r"""The large-batch study's driver: runs or resumes every planned run, then reports.
 
   python -m experiments.study.run --manual_dir=../shared/datasets   # run / resume
-  python -m experiments.study.run --pilot --manual_dir=../shared/datasets
   python -m experiments.study.run --summarize                       # tables + plots
 
 Each run goes through ``train.train_and_evaluate`` and appends one row to
@@ -32,7 +31,6 @@ from experiments.study import plan
 from experiments.study import report
 from experiments.user_errors import UserError
 
-_PILOT = flags.DEFINE_bool("pilot", False, "Run the short pilot instead of the study.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/large_batch",
                                "Parent of the runs' workdirs.")
 _RESULTS = flags.DEFINE_string("results", plan.RESULTS, "The CSV of finished runs.")
@@ -158,18 +156,14 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _VERBOSE.value:
     cli.quiet_libraries()
-  if _PILOT.value:
-    path, plan_fn = plan.pilot_path(_RESULTS.value), lambda rows: plan.pilot_runs()
-    workdir = os.path.join(_WORKDIR.value, "pilot")
-  else:
-    path, plan_fn, workdir = _RESULTS.value, plan.planned_runs, _WORKDIR.value
   if not _SUMMARIZE.value:
     try:
-      run_all(plan_fn, path, workdir, max_runs=_MAX_RUNS.value,
-              manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
+      run_all(plan.planned_runs, _RESULTS.value, _WORKDIR.value,
+              max_runs=_MAX_RUNS.value, manual_dir=_MANUAL_DIR.value,
+              data_dir=_DATA_DIR.value)
     except UserError as error:
       cli.fail(str(error))
-  print(report.summarize_pilot(path) if _PILOT.value else report.summarize(path))
+  print(report.summarize(_RESULTS.value))
 
 
 if __name__ == "__main__":
