@@ -19,12 +19,10 @@ every device's shard) and averages their gradients before one update
 (``steps.make_train_step``); the devices hold one micro-batch's activations.
 BatchNorm then normalises each micro-batch by its own statistics.
 
-BatchNorm (``config.batch_norm``): ``"global"`` normalises with the statistics
-of the whole global batch (jit: GSPMD; pmap: ``batch_norm_axis_name``);
-``"per_device"`` with those of each device's shard (jit: the model is built
-with ``batch_norm_groups = number of devices``; pmap: no axis name and a
-``pmean`` of the running averages after the step). In both modes every loop
-computes the same function of the same global batch.
+BatchNorm (``config.batch_norm``, see ``models.py``): ``"global"`` (jit:
+GSPMD; pmap: ``batch_norm_axis_name``) or ``"per_device"`` (jit:
+``batch_norm_groups`` = number of devices; pmap: no axis name and a ``pmean``
+of the running averages after the step).
 
 ``config.batch_norm_group_size = n`` (optional, jit loop) normalises over
 contiguous groups of ``n`` examples of the global batch whatever its size

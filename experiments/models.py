@@ -29,44 +29,28 @@ zero-norm weights (trust ratio 1) is not triggered by the initialisation.
 
 Train and eval mode
 -------------------
-Use Flax 0.12's mechanism: ``model.train()`` / ``model.eval()`` set the
-attribute ``use_running_average`` of every submodule that has one (here:
-:class:`BatchNorm`) to False / True; ``nnx.view(model,
-use_running_average=...)`` makes a switched copy through ``set_view``. The
-attribute is static: it lives in the ``GraphDef`` of ``nnx.split``, so a model
-split after ``model.train()`` merges back in train mode inside ``jit``.
-
-The training steps (``steps.py``) use the models functionally: ``nnx.split``
-once into a graphdef and the ``Param`` / ``BatchStat`` states, ``nnx.merge(...,
-copy=True)`` inside the compiled step (fresh Variables at that trace level,
-so BatchNorm can update its running statistics, which the step returns).
+``model.train()`` / ``model.eval()`` (Flax 0.12) set ``use_running_average``
+of every :class:`BatchNorm`; the attribute is static, so it lives in the
+``GraphDef`` of ``nnx.split`` and a model split after ``model.train()`` merges
+back in train mode inside ``jit``. The training steps (``steps.py``) split the
+model once and ``nnx.merge(..., copy=True)`` it inside the compiled step.
 
 BatchNorm modes
 ---------------
-Data-parallel training has two ways to compute BN batch statistics:
+* **global** (``groups=1``): statistics over the whole global batch. Under
+  ``jit`` with the batch sharded this is what GSPMD computes; under ``pmap``
+  pass ``axis_name`` and they are ``lax.pmean``-ed over it.
+* **per group** (``groups=k``): the batch's leading axis is split into ``k``
+  contiguous equal groups, each normalised by its own statistics: exactly the
+  shards of a ``data`` axis of ``k`` devices, so per-device BN (the paper's
+  Caffe setting, e.g. batch/8 per GPU) is reproduced on any number of real
+  devices, and under ``pmap`` it is BN without ``axis_name``.
 
-* **global** (the default, ``groups=1``): mean and variance over the whole
-  global batch. Under ``jax.jit`` with the batch sharded over a mesh axis this
-  is what GSPMD computes anyway (the reduction spans the sharded axis); under
-  ``jax.pmap`` / ``shard_map`` each device sees only its shard, so pass
-  ``axis_name`` and the statistics are ``lax.pmean``-ed over that axis. Every
-  loop (single device, jit, pmap) then computes the same function of the same
-  global batch, which is what makes the loops reach identical parameters.
-* **per_device** (``groups=k``, ``k`` the number of devices): the statistics of
-  each device's shard only. Under pmap this is BN with no ``axis_name``; under
-  jit (or on one device) ``groups=k`` splits the batch's leading axis into ``k``
-  contiguous equal groups, exactly the shards a ``data`` axis of ``k`` devices
-  holds, and normalises each group by its own statistics. So per-device BN is
-  reproduced exactly on any number of real devices, and the loops stay
-  equivalent in this mode too. This is the paper's setting (Caffe/NVCaffe BN is
-  per GPU, e.g. 8 P100s with a per-GPU batch of batch/8), and the usual one for
-  large-batch runs: the BN batch stays small when the global batch grows.
-
-In both modes the running averages move with ``momentum`` towards the mean
-over groups (and over ``axis_name``) of the per-group mean and (biased)
-variance; that update is linear, so under pmap without ``axis_name`` the
-per-device running averages, ``pmean``-ed after the step, equal those of the
-jit loop with ``groups=k``. Statistics are always computed in float32.
+The running averages move towards the mean over groups of the group mean and
+(biased) variance; the update is linear, so per-device running averages
+``pmean``-ed after a pmap step equal those of ``jit`` with ``groups=k``. Every
+loop thus computes the same function of the same global batch in both modes.
+Statistics are always float32.
 """
 from __future__ import annotations
 
