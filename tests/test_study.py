@@ -463,6 +463,39 @@ def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
                         **kwargs) == 0
 
 
+def test_drivers_share_the_study_run_by_run(tmp_path, monkeypatch):
+  """A run another driver holds is left to it, one it finished meanwhile is
+  not trained again, and a driver with nothing free waits."""
+  import threading  # pylint: disable=g-import-not-at-top
+  from experiments import interruption  # pylint: disable=g-import-not-at-top
+  results, workdir = str(tmp_path / "large_batch.csv"), str(tmp_path / "runs")
+  first, second = lb.Run("A", "sgd", 128, 0.1), lb.Run("A", "sgd", 128, 0.2)
+  trained = []
+  monkeypatch.setattr(driver, "run_one", lambda run, **_: (
+      trained.append(run.tag), make_row(run, 0.9))[1])
+  with interruption.workdir_lock(os.path.join(workdir, first.tag)):
+    assert driver.run_all(lambda rows: [first, second], results, workdir,
+                          max_runs=1) == 1
+  assert trained == [second.tag]
+
+  def finished_by_another_driver(rows):
+    if not any(lb.row_key(r) == first.key() for r in lb.read_rows(results)):
+      lb.append_row(results, make_row(first, 0.9))
+    return [first]
+  assert driver.run_all(finished_by_another_driver, results, workdir) == 0
+  assert trained == [second.tag]
+
+  third = lb.Run("A", "sgd", 128, 0.4)
+  plans = []
+  lock = interruption.workdir_lock(os.path.join(workdir, third.tag))
+  lock.__enter__()  # pylint: disable=unnecessary-dunder-call
+  threading.Timer(0.3, lock.__exit__, (None, None, None)).start()
+  assert driver.run_all(lambda rows: plans.append(1) or [third], results,
+                        workdir, wait_s=0.05) == 1
+  assert trained == [second.tag, third.tag] and len(plans) > 2
+  assert len(lb.read_rows(results)) == 3
+
+
 @pytest.mark.slow
 def test_missing_data_is_one_line_and_writes_no_row(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")

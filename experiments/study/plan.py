@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import functools
 import io
 import math
@@ -141,6 +142,7 @@ def read_rows(path: str) -> list[dict[str, str]]:
     return []
   rows = []
   with open(path, newline="") as f:
+    fcntl.flock(f, fcntl.LOCK_SH)  # not while another driver appends
     for row in csv.DictReader(f):
       if any(row.get(c) is None for c in COLUMNS):
         continue
@@ -162,6 +164,7 @@ def append_row(path: str, row: Mapping[str, Any]) -> None:
   buffer = io.StringIO()
   writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
   with open(path, "a+b") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)  # one driver at a time
     f.seek(0, os.SEEK_END)
     size = f.tell()
     if size:

@@ -10,6 +10,11 @@ after every run, so the study can be killed and restarted at will: finished
 runs are skipped and a half-finished run resumes from its orbax checkpoint
 (``<workdir>/<run tag>/checkpoints``, every 2 epochs). The report
 (``experiments/study/report.py``) is written at the end of every command.
+
+The same command started again while one runs shares the study with it:
+each driver trains the first unfinished run that no other driver holds. Each
+run's result is the same either way; on a machine where one run leaves cores
+idle, two drivers finish more runs per hour (experiments/README.md).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from absl import flags
 from absl import logging
 
 from experiments import cli
+from experiments import interruption
 from experiments.configs import large_batch as design
 from experiments.study import plan
 from experiments.study import report
@@ -130,8 +136,13 @@ def run_one(run: plan.Run, *, workdir: str, manual_dir: str | None = None,
 
 def run_all(plan_fn: Callable[[Sequence[Mapping[str, str]]], list[plan.Run]],
             results: str, workdir: str, *, max_runs: int = 0,
-            **run_kwargs) -> int:
-  """Runs ``plan_fn(rows)``'s unfinished runs in order; returns how many ran."""
+            wait_s: float = 30.0, **run_kwargs) -> int:
+  """Runs ``plan_fn(rows)``'s unfinished runs in order; returns how many ran.
+
+  Drivers started more than once share the study: each takes the first
+  unfinished run whose workdir no other driver holds (``workdir_lock``), and
+  waits ``wait_s`` while every unfinished run is held.
+  """
   new_runs = 0
   while not (max_runs and new_runs >= max_runs):
     rows = plan.read_rows(results)
@@ -139,15 +150,24 @@ def run_all(plan_fn: Callable[[Sequence[Mapping[str, str]]], list[plan.Run]],
     todo = [run for run in plan_fn(rows) if run.key() not in done]
     if not todo:
       break
-    run = todo[0]
-    print(f"{len(todo)} defined runs to go; now {run.phase} {run.tag}",
-          flush=True)
-    row = run_one(run, workdir=workdir, **run_kwargs)
-    plan.append_row(results, row)
-    print(f"{run.phase} {run.tag}: val {row['val_accuracy']} test "
-          f"{row['test_accuracy']} ({row['status']}, {row['wall_time_s']} s)",
-          flush=True)
-    new_runs += 1
+    for run in todo:
+      try:
+        with interruption.workdir_lock(os.path.join(workdir, run.tag)):
+          if run.key() in {plan.row_key(r) for r in plan.read_rows(results)}:
+            break  # another driver finished it meanwhile: plan again
+          print(f"{len(todo)} defined runs to go; now {run.phase} {run.tag}",
+                flush=True)
+          row = run_one(run, workdir=workdir, **run_kwargs)
+          plan.append_row(results, row)
+        print(f"{run.phase} {run.tag}: val {row['val_accuracy']} test "
+              f"{row['test_accuracy']} ({row['status']}, "
+              f"{row['wall_time_s']} s)", flush=True)
+        new_runs += 1
+        break
+      except interruption.WorkdirInUse:
+        continue  # another driver trains it
+    else:
+      time.sleep(wait_s)
   return new_runs
 
 
