@@ -281,7 +281,8 @@ def test_summary_on_a_partial_csv(tmp_path):
   study_2 = text.split("## Study 2: progress")[1]
   assert "| budget_seed | 0 | 12 (12 not yet defined) |" in study_2
   assert "| baseline_seed | 0 | 12 (12 not yet defined) |" in study_2
-  assert "h at the speed measured so far, the waiting runs included" in study_2
+  assert ("h of run time at the speed measured so far, the waiting runs "
+          "included" in study_2)
   for name in summary.PLOTS:
     assert (tmp_path / name).stat().st_size > 1000
   assert (tmp_path / summary.SUMMARY).read_text() == text

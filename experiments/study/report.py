@@ -311,12 +311,12 @@ def _missing_lines(remaining: Sequence[Run], waiting: Sequence[Run],
   hours = sum(time_model.seconds(run) for run in [*remaining, *waiting]) / 3600
   speed = ""
   if math.isfinite(hours):
-    speed = (f" (about {hours:.1f} h at the speed measured so far"
+    speed = (f" (about {hours:.1f} h of run time at the speed measured so far"
              + (", the waiting runs included" if waiting else ""))
     if time_model.slowdown != 1.0:
       speed += (f"; this study's runs so far took {time_model.slowdown:.1f}x "
                 "the time the earlier rows' speed predicts")
-    speed += ")"
+    speed += "; drivers that run at once share it)"
   pending = dict.fromkeys((run.model, run.batch_size, run.phase)
                           for run in remaining)
   return ["", f"Missing: {len(remaining)} defined runs{speed}, and "
