@@ -5,8 +5,9 @@ The plan is a pure function of the CSV: ``plan_study(rows)`` (the first,
 first)`` (study 2's Q1, 80 epochs, and Q2, the tuned baseline, both centred on
 the first study's selections) list every run that the finished ``rows``
 define, in order, and what the finished grids selected. The driver
-(``experiments/study/run.py``) runs the first run not in the CSV and plans
-again; the report (``experiments/study/report.py``) reads the same plan.
+(``experiments/study/run.py``) runs the first run not in the CSV (that no
+other driver holds) and plans again; the report
+(``experiments/study/report.py``) reads the same plan.
 The design's numbers live in ``experiments/configs/large_batch.py``.
 
 Order of the first study's runs, most informative first:
