@@ -7,12 +7,14 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from experiments import interruption
 from experiments import loops
 from experiments import models
 from experiments import optimizers
@@ -467,8 +469,6 @@ def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
 def test_drivers_share_the_study_run_by_run(tmp_path, monkeypatch):
   """A run another driver holds is left to it, one it finished meanwhile is
   not trained again, and a driver with nothing free waits."""
-  import threading  # pylint: disable=g-import-not-at-top
-  from experiments import interruption  # pylint: disable=g-import-not-at-top
   results, workdir = str(tmp_path / "large_batch.csv"), str(tmp_path / "runs")
   first, second = lb.Run("A", "sgd", 128, 0.1), lb.Run("A", "sgd", 128, 0.2)
   trained = []

@@ -32,10 +32,9 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from experiments.configs import large_batch as design
-from experiments.study.plan import (Plan, Run,
-                                    accuracy_or_chance, as_float, pilot_path,
-                                    plan_baseline, plan_budget, plan_study,
-                                    read_rows, row_key, rule_name)
+from experiments.study.plan import (Plan, Run, accuracy_or_chance, as_float,
+                                    pilot_path, plan_baseline, plan_budget,
+                                    plan_study, read_rows, row_key, rule_name)
 
 SUMMARY = "large_batch_summary.md"
 PLOTS = ("large_batch_test_accuracy.png", "large_batch_steps_to_target.png",
