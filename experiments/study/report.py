@@ -701,7 +701,13 @@ def _accuracy_series(cells, budget_cells, baseline_cells) -> list:
           ("SGD, 80 epochs", budget_cells, "sgd",
            dict(color=COLORS["sgd"], linestyle="--", marker="s")),
           ("SGD Nesterov, tuned (Q2, 20 epochs)", baseline_cells, "sgd",
-           dict(color=NESTEROV_COLOR, linestyle="none", marker="D"))]
+           dict(color=NESTEROV_COLOR, linestyle="none", marker="D")),
+          ("LARS, tuned alike (Q2, 20 epochs)", baseline_cells, "lars",
+           dict(color=COLORS["lars"], linestyle="none", marker="D",
+                fillstyle="none")),
+          ("LAMB, tuned alike (Q2, 20 epochs)", baseline_cells, "lamb",
+           dict(color=COLORS["lamb"], linestyle="none", marker="D",
+                fillstyle="none"))]
 
 
 def _plot_accuracy(series, r: Mapping[str, float], r80: Mapping[str, float],
