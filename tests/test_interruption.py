@@ -12,7 +12,8 @@ from experiments import interruption
 
 from tests.test_main import REPO
 
-STEPS = 1000
+# Enough steps that a signal sent at step 5 lands before the run ends.
+STEPS = 300
 
 
 def test_a_workdir_takes_one_run_at_a_time(tmp_path):
@@ -95,17 +96,21 @@ def test_a_second_sigint_quits_at_once():
 
 
 @pytest.mark.slow
+def test_a_run_on_a_workdir_in_use_stops_at_once(tmp_path, fashion_mnist_data_dir):
+  with interruption.workdir_lock(str(tmp_path / "run")):
+    second = _start(tmp_path / "run", fashion_mnist_data_dir)
+    _, err = second.communicate(timeout=300)
+  assert second.returncode == 2, err
+  assert err.strip().splitlines() == [err.strip()] and "is in use" in err, err
+  assert f"pid {os.getpid()}" in err
+  assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(
     tmp_path, fashion_mnist_data_dir):
   signal_number = signal.SIGTERM
   alone = _start(tmp_path / "alone", fashion_mnist_data_dir)
-  # A second run on the same workdir stops at once and leaves the first alone.
-  _wait_for_step(tmp_path / "alone", 1, alone)
-  second = _start(tmp_path / "alone", fashion_mnist_data_dir)
-  _, err = second.communicate(timeout=300)
-  assert second.returncode == 2, err
-  assert err.strip().splitlines() == [err.strip()] and "is in use" in err, err
-  assert f"pid {alone.pid}" in err
   _, err = alone.communicate(timeout=600)
   assert alone.returncode == 0, err[-3000:]
 
