@@ -1,10 +1,11 @@
 """The ImageNet recipes (experiments/configs/imagenet_*.py): paper values, and
-two steps of each on tfds mock data with the tiny variant of its model."""
+two steps of each model's recipe on tfds mock data with its tiny variant."""
 import importlib
 import math
 
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from experiments import optimizers
 from experiments import train
@@ -56,8 +57,23 @@ def test_recipe_has_the_papers_values(name):
   assert math.isclose(float(schedule.fn(schedule.warmup_steps)), peak, rel_tol=1e-6)
 
 
+def _flat(config):
+  return {".".join(path): value for path, value in
+          traverse_util.flatten_dict(config.to_dict()).items()}
+
+
+def test_the_32k_recipe_is_the_8k_recipe_with_its_own_schedule():
+  """So the smoke run of the 8K recipe also runs the 32K recipe's code."""
+  small = _flat(load("imagenet_resnet50_8k").get_config())
+  large = _flat(load("imagenet_resnet50_32k").get_config())
+  assert small.keys() == large.keys()
+  assert {k for k in small if small[k] != large[k]} == {
+      "global_batch_size", "base_learning_rate", "warmup_epochs",
+      "eval_every_steps", "checkpoint_every_steps"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.parametrize("name", ["imagenet_alexnet_bn_8k", "imagenet_resnet50_8k"])
 def test_recipe_runs_two_steps_on_mock_imagenet(name, tmp_path):
   config = load(name).get_config()
   config.model, config.data.image_size = TINY[config.model]

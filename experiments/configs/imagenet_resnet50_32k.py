@@ -31,7 +31,8 @@ LR 31.2 and 25 warm-up epochs (``lars_optax.mlperf_resnet50_lars(32768)``).
 The paper warms up for 5-12 epochs at this batch; MLPerf's longer warm-up was
 tuned for its 75.9% target.
 
-Status: smoke-tested only (tests/test_configs.py: 2 steps of resnet50_tiny on
+Status: smoke-tested only (tests/test_configs.py: 2 steps of the 8K recipe,
+which this one equals but for the fields set below, with resnet50_tiny on
 tfds mock data, 8 fake CPU devices); not run on ImageNet, so the expected
 top-1 is the paper's, not a measurement of this code.
 """
