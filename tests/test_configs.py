@@ -57,15 +57,11 @@ def test_recipe_has_the_papers_values(name):
   assert math.isclose(float(schedule.fn(schedule.warmup_steps)), peak, rel_tol=1e-6)
 
 
-def _flat(config):
-  return {".".join(path): value for path, value in
-          traverse_util.flatten_dict(config.to_dict()).items()}
-
-
 def test_the_32k_recipe_is_the_8k_recipe_with_its_own_schedule():
   """So the smoke run of the 8K recipe also runs the 32K recipe's code."""
-  small = _flat(load("imagenet_resnet50_8k").get_config())
-  large = _flat(load("imagenet_resnet50_32k").get_config())
+  small, large = (
+      traverse_util.flatten_dict(load(name).get_config().to_dict(), sep=".")
+      for name in ("imagenet_resnet50_8k", "imagenet_resnet50_32k"))
   assert small.keys() == large.keys()
   assert {k for k in small if small[k] != large[k]} == {
       "global_batch_size", "base_learning_rate", "warmup_epochs",
