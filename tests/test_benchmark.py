@@ -15,8 +15,8 @@ import pytest
 import lars_optax
 from experiments.benchmarks import benchmark_lars
 from experiments.benchmarks import benchmark_train
+from tests.conftest import REPO
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_resnet50_tree_has_the_real_models_size():

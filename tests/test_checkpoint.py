@@ -10,7 +10,6 @@ is network).
 """
 import json
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -22,10 +21,10 @@ import pytest
 from experiments import checkpoints
 from experiments import train
 from experiments.configs import tiny
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow  # subprocesses (a SIGKILL), real data, runs trained twice
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 TOTAL_STEPS = 40
 KILL_AFTER_CHECKPOINT = 8
 

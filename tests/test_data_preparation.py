@@ -14,8 +14,8 @@ import pytest
 from experiments.data import pipeline
 from experiments.data import preparation
 from experiments.data.datasets import DataConfig
+from tests.conftest import SHARED_DATASETS
 
-SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -28,7 +28,8 @@ FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 def real_data(fashion_mnist_data_dir):
   """fashion_mnist as the suite prepares it from ../shared/datasets (the root).
 
-  (``test_main`` prepares it again from scratch, in a fresh data_dir.)
+  (On a fresh clone, the first run of ``experiments.main`` that ``test_main``
+  checks is what prepares it; see ``conftest.py``.)
   """
   if not all((SHARED_DATASETS / "fashion_mnist" / f).is_file() for f in FASHION_FILES):
     pytest.skip(f"the original Fashion-MNIST files are not in "

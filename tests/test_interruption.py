@@ -10,7 +10,7 @@ import pytest
 
 from experiments import interruption
 
-from tests.test_main import REPO
+from tests.conftest import REPO
 
 # Enough steps that a signal sent at step 5 lands before the run ends.
 STEPS = 300

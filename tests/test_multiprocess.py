@@ -7,7 +7,6 @@ global batch; only process 0 writes metrics.
 """
 import json
 import os
-import pathlib
 import socket
 import subprocess
 import sys
@@ -15,9 +14,10 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import REPO
+
 pytestmark = pytest.mark.slow  # several processes
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 6
 
 

@@ -14,7 +14,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
+
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 MANUAL_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
 NAMES = [p.name for p in NOTEBOOKS]

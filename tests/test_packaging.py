@@ -12,9 +12,10 @@ import zipfile
 
 import pytest
 
+from tests.conftest import REPO
+
 pytestmark = pytest.mark.slow  # a wheel build
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 # What a build can see in a checkout: the library next to the training side.
 SOURCES = ("pyproject.toml", "README.md", "lars_optax", "experiments", "tests",
            "notebooks")

@@ -27,7 +27,7 @@ from experiments.data import pipeline
 from experiments.data import preparation
 from experiments.data.datasets import DataConfig
 
-from tests.test_main import REPO
+from tests.conftest import REPO
 from tests.test_main import assert_one_line_error
 
 RULE = study.EXCLUDE_BIAS_AND_NORM
