@@ -28,8 +28,7 @@ FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 def real_data(fashion_mnist_data_dir):
   """fashion_mnist as the suite prepares it from ../shared/datasets (the root).
 
-  (On a fresh clone, the first run of ``experiments.main`` that ``test_main``
-  checks is what prepares it; see ``conftest.py``.)
+  (``test_main`` prepares it again from scratch, in a fresh data_dir.)
   """
   if not all((SHARED_DATASETS / "fashion_mnist" / f).is_file() for f in FASHION_FILES):
     pytest.skip(f"the original Fashion-MNIST files are not in "

@@ -41,23 +41,28 @@ def assert_one_line_error(result, *fragments):
 
 
 @pytest.mark.slow
-def test_a_run_shows_one_line_of_preparation_progress_and_a_summary(first_run):
+def test_a_run_shows_one_line_of_preparation_progress_and_a_summary(tmp_path):
   """A first run: the dataset is prepared (one line), trained, summarised."""
   if not (SHARED_DATASETS / "fashion_mnist").is_dir():
     pytest.skip(f"Fashion-MNIST files not found in {SHARED_DATASETS}")
-  stdout, stderr, workdir = (first_run[k] for k in ("stdout", "stderr", "workdir"))
-  assert first_run["returncode"] == 0, stderr[-3000:]
-  lines = (stdout + stderr).replace("\r", "\n").splitlines()
+  workdir = tmp_path / "run"
+  result = main(f"--config.data.data_dir={tmp_path / 'tfds'}",
+                f"--config.data.manual_dir={SHARED_DATASETS}",
+                "--config.num_train_steps=3", "--config.plot=True",
+                "--config.tensorboard=True", "--config.progress_bar=True",
+                workdir=workdir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = (result.stdout + result.stderr).replace("\r", "\n").splitlines()
   noise = [line for line in lines if LOG_LINE.match(line)]
   assert not noise, noise
-  progress = [line for line in stderr.replace("\r", "\n").splitlines()
+  progress = [line for line in result.stderr.replace("\r", "\n").splitlines()
               if line.strip() and not line.startswith("train:")]
   assert len(progress) == 1 and progress[0].startswith("Preparing fashion_mnist")
   assert any(line.startswith("train:") and "3/3" in line for line in lines)
-  summary = stdout.strip().splitlines()
+  summary = result.stdout.strip().splitlines()
   assert "test accuracy" in summary[0] and "3 steps" in summary[0]
   for name in ("metrics.jsonl", "tensorboard", "training_curves.png", "checkpoints"):
-    assert any(line.endswith(f"{workdir}/{name}") for line in summary[1:]), summary
+    assert any(line.endswith(str(workdir / name)) for line in summary[1:]), summary
 
 
 @pytest.mark.slow
