@@ -18,7 +18,6 @@ from experiments.benchmarks import benchmark_train
 from tests.conftest import REPO
 
 
-
 def test_resnet50_tree_has_the_real_models_size():
   shapes = benchmark_lars.resnet50_shapes()
   assert len(shapes) == 161

@@ -7,17 +7,15 @@ once per session from ../shared/datasets (relative to the repository's parent)
 into a temporary tfds data_dir, or read from LARS_OPTAX_DATA_DIR when set.
 """
 import os
-import pathlib
 import sys
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_DATASETS
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-MANUAL_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
 NAMES = [p.name for p in NOTEBOOKS]
 # The study's notebook shows its results on GitHub and Colab without running.
 WITH_OUTPUTS = {"02_large_batch_study.ipynb"}
@@ -48,10 +46,10 @@ def data_dir(fashion_mnist_data_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_on_small_settings(name, data_dir, tmp_path, monkeypatch):
-  if not (MANUAL_DIR / "fashion_mnist").is_dir():
-    pytest.skip(f"Fashion-MNIST files not found in {MANUAL_DIR}")
+  if not (SHARED_DATASETS / "fashion_mnist").is_dir():
+    pytest.skip(f"Fashion-MNIST files not found in {SHARED_DATASETS}")
   monkeypatch.setenv("LARS_OPTAX_NOTEBOOK_SMALL", "1")
-  monkeypatch.setenv("LARS_OPTAX_MANUAL_DIR", str(MANUAL_DIR))
+  monkeypatch.setenv("LARS_OPTAX_SHARED_DATASETS", str(SHARED_DATASETS))
   monkeypatch.setenv("LARS_OPTAX_DATA_DIR", data_dir)
   monkeypatch.setenv("MPLBACKEND", "Agg")
   # One device, as in Colab: drop the 8 fake devices of tests/conftest.py.
