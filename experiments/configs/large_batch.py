@@ -3,7 +3,7 @@ r"""The large-batch study: where does LARS hold accuracy that SGD loses?
 A run of the study is one training run of a small CNN on Fashion-MNIST at
 one (model, optimizer, batch size, peak learning rate, seed). The driver runs
 or resumes the whole study (grid, extra seeds, warm-up ablation, then study
-2's budget grids), skipping the runs already in
+2's Q2 and Q1 grids and seeds), skipping the runs already in
 experiments/results/large_batch.csv, and summarises it:
 
   python -m experiments.study.run --manual_dir=../shared/datasets
