@@ -2,33 +2,22 @@
 
 * ``"jit"``: ``jax.jit`` with shardings over a ``Mesh`` of all devices with one
   axis ``"data"``. The global batch is sharded over ``"data"`` (assembled from
-  the per-process batches with ``jax.make_array_from_process_local_data``);
-  params and optimizer state are replicated, or, with ``config.shard_params``,
-  sharded over ``"data"`` along their largest divisible dimension (FSDP / ZeRO
-  style). GSPMD inserts the collectives: the mean loss over the sharded batch
-  gives the all-reduced gradient, BatchNorm statistics over the batch axis are
-  global, and LARS's per-layer norms of sharded params and gradients are norms
-  of the whole layer.
-* ``"pmap"``: ``jax.pmap`` over the local devices with axis ``"batch"`` and
-  ``lax.pmean`` of the gradients (pmap is in maintenance mode in JAX 0.10; it
-  is kept for users who still have pmap code).
+  the per-process batches); params and optimizer state are replicated, or,
+  with ``config.shard_params``, sharded along their largest divisible
+  dimension (FSDP / ZeRO style). GSPMD inserts the collectives: the gradient
+  all-reduce, global BatchNorm statistics, and LARS's per-layer norms of whole
+  layers.
+* ``"pmap"``: ``jax.pmap`` over the local devices with ``lax.pmean`` of the
+  gradients (pmap is in maintenance mode; it is kept for users with pmap code).
 
-Gradient accumulation (``config.grad_accum_steps = k``, default 1): each
-optimizer step takes the global batch as k micro-batches (the i-th 1/k of
-every device's shard) and averages their gradients before one update
-(``steps.make_train_step``); the devices hold one micro-batch's activations.
-BatchNorm then normalises each micro-batch by its own statistics.
-
-BatchNorm (``config.batch_norm``, see ``models.py``): ``"global"`` (jit:
-GSPMD; pmap: ``batch_norm_axis_name``) or ``"per_device"`` (jit:
-``batch_norm_groups`` = number of devices; pmap: no axis name and a ``pmean``
-of the running averages after the step).
-
-``config.batch_norm_group_size = n`` (optional, jit loop) normalises over
-contiguous groups of ``n`` examples of the global batch whatever its size
-(``batch_norm_groups = global_batch_size // (k n)``), as per-GPU BatchNorm
-with ``n`` examples per GPU. ``config.model_kwargs`` (optional) is passed to
-``models.create_model`` (e.g. ``use_batch_norm``, ``init_scheme``).
+``config.grad_accum_steps = k`` splits each step's batch into k micro-batches
+whose gradients are averaged before one update (``steps.make_train_step``).
+BatchNorm (``config.batch_norm``, ``models.py``) is ``"global"`` or
+``"per_device"`` (jit: ``batch_norm_groups`` = number of devices; pmap: no
+axis name and a ``pmean`` of the running averages);
+``config.batch_norm_group_size = n`` (jit) normalises contiguous groups of
+``n`` examples, as per-GPU BatchNorm with ``n`` examples per GPU.
+``config.model_kwargs`` is passed to ``models.create_model``.
 
 Both loops keep a "canonical" state for checkpoints: global arrays on the mesh
 of all devices, laid out by ``state_sharding``.

@@ -27,13 +27,9 @@ instead of the BN that follows them); see ``INIT_SCHEMES``.
 every residual block to 0; it is off by default so that LARS's rule for
 zero-norm weights (trust ratio 1) is not triggered by the initialisation.
 
-Train and eval mode
--------------------
-``model.train()`` / ``model.eval()`` (Flax 0.12) set ``use_running_average``
-of every :class:`BatchNorm`; the attribute is static, so it lives in the
-``GraphDef`` of ``nnx.split`` and a model split after ``model.train()`` merges
-back in train mode inside ``jit``. The training steps (``steps.py``) split the
-model once and ``nnx.merge(..., copy=True)`` it inside the compiled step.
+``model.train()`` / ``model.eval()`` set ``use_running_average`` of every
+:class:`BatchNorm`; it is static, so a model split in one mode (``nnx.split``)
+merges back in that mode inside ``jit`` (``steps.py``).
 
 BatchNorm modes
 ---------------
@@ -61,16 +57,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
-__all__ = [
-    "MODELS",
-    "AlexNetBN",
-    "BatchNorm",
-    "INIT_SCHEMES",
-    "ResNet",
-    "SmallCNN",
-    "create_model",
-]
 
 Dtype = Any
 

@@ -1,25 +1,18 @@
 """The training job: ``train_and_evaluate(config, workdir)``.
 
-Check the config, prepare the data, build the loop (model, optimizer and
-learning-rate schedule: ``loops.py``, ``optimizers.py``), restore the newest
-checkpoint under ``workdir/checkpoints`` that can be restored
-(``checkpoints.py``), train, evaluate, and write the metrics
-(``metrics.jsonl``, TensorBoard events, ``training_curves.png``,
-``final_metrics.json``: ``metrics.py``). It returns the final metrics.
+Check the config, prepare the data, build the loop, restore the newest good
+checkpoint, train with periodic evaluations and checkpoints, evaluate, and
+write the metrics; it returns the final metrics. The data order is a pure
+function of ``(config.seed, step)``, so a checkpoint needs only ``step`` to
+resume the data stream exactly.
 
-Optional validation: with ``config.data.validation_holdout > 0`` the periodic
-evaluations read the held-out validation examples (logged as kind
-``"validation"``) and the test split is evaluated once, at the end;
-``config.eval_every_epochs > 0`` evaluates every that many epochs of examples
-instead of every ``eval_every_steps`` steps. ``config.evaluate_train_split``
-adds the loss and accuracy over the whole training split at the end, with the
-model in evaluation mode (``train_split_loss``, ``train_split_accuracy``).
-Warm-up may also be given as a fraction of the run (``config.warmup_fraction``)
-with a floor (``config.min_warmup_steps``).
-
-The data order (and the augmentation) is a pure function of ``(config.seed,
-step)``, so ``step`` is all a checkpoint needs to resume the data stream
-exactly; the models carry no other random state.
+Optional fields (absent from ``configs/default.py``; the study sets them):
+``data.validation_holdout > 0`` makes the periodic evaluations read held-out
+validation examples and evaluates the test split once, at the end;
+``eval_every_epochs > 0`` evaluates every that many epochs of examples;
+``evaluate_train_split`` adds the loss and accuracy over the training split in
+evaluation mode; ``warmup_fraction`` and ``min_warmup_steps`` lengthen the
+warm-up.
 """
 from __future__ import annotations
 

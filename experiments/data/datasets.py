@@ -109,11 +109,7 @@ class DataConfig:
           f"config.data.{unknown[0]} is not a data field; the fields are "
           f"{', '.join(f.name for f in dataclasses.fields(cls))}.")
     name = given.get("name")
-    if name not in RECIPES:
-      raise ConfigError(
-          f"Unknown dataset name {name!r} (config.data.name): choose one of "
-          f"{', '.join(SUPPORTED_DATASETS)} (tfds names).")
-    recipe = RECIPES[name]
+    recipe = _recipe(name)
     cache = _default(given, "cache", not recipe.jpeg)
     workers = _default(given, "worker_processes",
                        (os.cpu_count() or 1) if recipe.jpeg else 0)
@@ -136,10 +132,7 @@ class DataConfig:
     )
 
   def __post_init__(self):
-    if self.name not in RECIPES:
-      raise ConfigError(
-          f"Unknown dataset name {self.name!r} (config.data.name): choose one of "
-          f"{', '.join(SUPPORTED_DATASETS)} (tfds names).")
+    _recipe(self.name)
     for field in ("cache", "augment"):
       if not isinstance(getattr(self, field), bool):
         raise ConfigError(f"config.data.{field} must be True or False, got "
@@ -173,6 +166,14 @@ class DataConfig:
   def image_shape(self) -> tuple[int, int, int]:
     """(H, W, C) of the images the iterators yield."""
     return (self.image_size, self.image_size, self.recipe.image_shape[2])
+
+
+def _recipe(name: Any) -> Recipe:
+  if name not in RECIPES:
+    raise ConfigError(
+        f"Unknown dataset name {name!r} (config.data.name): choose one of "
+        f"{', '.join(SUPPORTED_DATASETS)} (tfds names).")
+  return RECIPES[name]
 
 
 def _fields_of(data: Any) -> dict[str, Any]:

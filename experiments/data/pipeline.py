@@ -27,15 +27,10 @@ worker that dies raises ``RuntimeError`` in the training process.
 
 With ``cache=True`` a split is decoded into memory when an iterator over it is
 created (see ``open_split``) and every batch is a NumPy gather: the fast path
-for MNIST-sized data. The data config's fields are listed in ``datasets.py``.
-
-Validation holdout
-------------------
-With ``validation_holdout=n > 0`` a fixed set of ``n`` examples of the train
-split, drawn by ``holdout_indices(len(train split), n, validation_seed)``, is
-set aside: ``train_iterator`` never yields them (``info.num_train`` counts
-the rest) and ``eval_iterator(..., subset="validation")`` yields exactly them,
-in index order. ``subset="eval"`` (the default) reads ``eval_split``.
+for MNIST-sized data. With ``validation_holdout=n > 0``, ``n`` fixed examples
+of the train split (``holdout_indices``) are never trained on and make the
+``"validation"`` subset of ``eval_iterator``. The data config's fields are
+listed in ``datasets.py``.
 """
 
 from __future__ import annotations
@@ -55,17 +50,6 @@ from experiments.data import transforms
 from experiments.data.datasets import DataConfig
 from experiments.data.preparation import DatasetInfo
 from experiments.user_errors import ConfigError
-
-__all__ = [
-    "Records",
-    "eval_iterator",
-    "holdout_indices",
-    "load",
-    "open_split",
-    "steps_per_epoch",
-    "train_batches",
-    "train_iterator",
-]
 
 # Salts that keep the random streams of the sampler and augmentation apart.
 _PERMUTATION_STREAM = 0
@@ -374,22 +358,12 @@ def train_batches(records: Records, config: DataConfig, *, global_batch_size: in
 def train_iterator(config: DataConfig, info: DatasetInfo, *, global_batch_size: int,
                    seed: int, start_step: int = 0, process_index: int = 0,
                    process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """Endless training batches of this process, starting at ``start_step``.
+  """Endless training batches of process p of P, from ``start_step`` (resume).
 
-  The split is opened (and, with ``cache``, decoded) when this function is
-  called, not at the first ``next``.
-
-  Args:
-    config: the data config.
-    info: from ``preparation.prepare(config)``.
-    global_batch_size: B, the batch over all processes.
-    seed: seeds the epoch orders and the augmentation.
-    start_step: first step to yield (resume).
-    process_index: p.
-    process_count: P; must divide B.
-
-  Yields:
-    ``{"image": float32 [B/P, H, W, C], "label": int32 [B/P]}``.
+  ``info`` comes from ``preparation.prepare(config)``; P must divide the global
+  batch B. The split is opened (and, with ``cache``, decoded) at this call, not
+  at the first ``next``. Yields ``{"image": float32 [B/P, H, W, C], "label":
+  int32 [B/P]}``.
   """
   _check_info(config, info)
   steps_per_epoch(info, global_batch_size)
