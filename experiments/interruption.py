@@ -5,11 +5,7 @@
   finishes the step under way, saves a checkpoint and raises ``Interrupted``,
   which the command line prints as one line before it exits with status
   128 + the signal's number. A second SIGINT quits at once, without a
-  checkpoint. In a multi-process run, every process must stop after the same
-  step: JAX's distributed runtime (``jax.distributed.initialize``) catches
-  SIGTERM itself and tells all processes, which then agree on the step
-  (``multihost_utils.reached_preemption_sync_point``); a SIGINT is passed on
-  to it as a SIGTERM.
+  checkpoint. The processes of a multi-process run stop after the same step.
 * ``workdir_lock``: a workdir belongs to one run at a time. The first run
   holds an OS file lock on ``<workdir>/.lock`` (``fcntl.flock``), which the
   OS releases when its process ends however it ends, so a killed run leaves
@@ -52,8 +48,11 @@ class StopSignals:
   install handlers, it installs none.
 
   With ``multi_process=True`` (after ``jax.distributed.initialize``), SIGTERM
-  is left to JAX's preemption notifier and ``after(step)`` is True on every
-  process at the same step, whichever process got the signal.
+  is left to JAX's distributed runtime, which tells every process, and a
+  SIGINT is passed on to it as a SIGTERM; ``after(step)`` is then True on
+  every process at the same step
+  (``multihost_utils.reached_preemption_sync_point``), whichever process got
+  the signal.
   """
 
   def __init__(self, multi_process: bool = False):
