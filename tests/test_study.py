@@ -774,10 +774,10 @@ def test_edge_lines_name_q2_grids_by_warmup():
                                 "sgd": [0.1, 0.2, 0.4]}},
       extensions={("A", 4096, 0.1): (0, 0), ("A", 4096, 0.3): (0, 1)},
       undefined={}, warmups={("A", 4096): {"lars": 0.3, "sgd": 0.1}})
-  assert summary._edge_lines(plan) == [
-      "Grids extended at an edge: A/4096 warm-up 30%.",
-      "Selected learning rate still at the grid's edge (extension cap reached): "
-      "A/4096 warm-up 10% sgd."]
+  assert summary._edge_lines(plan, "Q2 (baseline)") == [
+      "Q2 (baseline): grids extended at an edge: A/4096 warm-up 30%.",
+      "Q2 (baseline): selected learning rate still at the grid's edge "
+      "(extension cap reached): A/4096 warm-up 10% sgd."]
 
 
 def test_time_model_scales_to_the_recent_speed():

@@ -324,9 +324,9 @@ def _missing_lines(remaining: Sequence[Run], waiting: Sequence[Run],
           + ", ".join(f"{m}/{b} {p}" for m, b, p in pending) + "."]
 
 
-def _edge_lines(plan: Plan) -> list[str]:
-  """Grids extended at an edge, and selections still at an edge (Q2's grids
-  are one per warm-up)."""
+def _edge_lines(plan: Plan, what: str) -> list[str]:
+  """Grids of ``what`` extended at an edge, and selections still at an edge
+  (Q2's grids are one per warm-up)."""
 
   def label(key) -> str:
     model, batch_size, *warmup = key
@@ -343,10 +343,10 @@ def _edge_lines(plan: Plan) -> list[str]:
         at_edge.append(f"{label(key)} {optimizer}")
   lines = []
   if edges:
-    lines.append("Grids extended at an edge: " + ", ".join(edges) + ".")
+    lines.append(f"{what}: grids extended at an edge: " + ", ".join(edges) + ".")
   if at_edge:
-    lines.append("Selected learning rate still at the grid's edge (extension "
-                 "cap reached): " + ", ".join(at_edge) + ".")
+    lines.append(f"{what}: selected learning rate still at the grid's edge "
+                 "(extension cap reached): " + ", ".join(at_edge) + ".")
   return lines
 
 
@@ -603,7 +603,8 @@ def _study2_progress_lines(all_rows, pilot_rows, budget: Plan,
       collections.Counter(run.phase for run in waiting), STUDY2_PHASES,
       TimeModel(all_rows + pilot_rows, recent),
       "seeds 1 and 2 wait for the grid they select from", waiting)
-  return lines + _edge_lines(budget) + _edge_lines(baseline) + [""]
+  return (lines + _edge_lines(budget, "Q1 (budget)")
+          + _edge_lines(baseline, "Q2 (baseline)") + [""])
 
 
 def summarize(path: str, *, rule: bool = design.EXCLUDE_BIAS_AND_NORM,
@@ -627,7 +628,7 @@ def summarize(path: str, *, rule: bool = design.EXCLUDE_BIAS_AND_NORM,
       "## Progress", rows, plan.runs, plan.undefined, PHASES,
       TimeModel(rows + pilot_rows), "SGD grids wait for batch 128's grid; "
       "seeds and the ablation for the grid they select from")
-  lines += _edge_lines(plan) + [""]
+  lines += _edge_lines(plan, "Study 1") + [""]
   lines += _study1_lines(rows, plan, cells, r, steps)
   lines += _study2_progress_lines(all_rows, pilot_rows, budget, baseline)
   lines += _budget_lines(all_rows, budget, budget_cells, steps80)
