@@ -35,7 +35,7 @@ from experiments import models
 from experiments import optimizers
 from experiments.data import pipeline
 from experiments.data import preparation
-from experiments.data.datasets import SUPPORTED_DATASETS, DataConfig
+from experiments.data.datasets import DataConfig
 from experiments.user_errors import ConfigError
 
 
@@ -55,10 +55,9 @@ def validate_config(
 ) -> None:
   """Raises ConfigError for a config that cannot run, naming the field.
 
-  Everything that can be wrong with the config is reported here, before
-  anything is compiled.
+  This and ``DataConfig.from_config`` (the data fields) report every mistake
+  in the config before anything is compiled.
   """
-  _choice("dataset", config.data.name, SUPPORTED_DATASETS)
   _choice("model", config.model, tuple(models.MODELS))
   _choice("optimizer", config.optimizer, optimizers.OPTIMIZERS)
   _choice("loop", config.loop, loops.LOOPS)
@@ -276,10 +275,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   process gets SIGTERM or SIGINT.
   """
   start_time = time.time()
+  data_config = DataConfig.from_config(config.data)
   validate_config(config, num_devices=jax.device_count(),
                   num_local_devices=jax.local_device_count(),
                   process_count=jax.process_count())
-  data_config = DataConfig.from_config(config.data)
   info = preparation.prepare(data_config)
   steps_per_epoch = pipeline.steps_per_epoch(info, config.global_batch_size)
   is_chief = jax.process_index() == 0

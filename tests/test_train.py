@@ -68,7 +68,7 @@ def no_compile(monkeypatch):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("data.name", "mnist_v9", "Unknown dataset 'mnist_v9'"),
+    ("data.name", "mnist_v9", "Unknown dataset name 'mnist_v9'"),
     ("model", "resnet5", "Unknown model 'resnet5'"),
     ("optimizer", "adam", "Unknown optimizer 'adam'"),
     ("loop", "shard_map", "Unknown loop 'shard_map'"),
