@@ -119,7 +119,7 @@ class _Loop:
     self.abstract_state = jax.eval_shape(self._init_state)
     # Log the trust ratios of the adapted layers (masked ones are always 1).
     self.trust_ratio_names = frozenset()
-    if config.log_trust_ratios and config.optimizer in ("lars", "lamb"):
+    if config.log_trust_ratios and config.optimizer in ("lars", "lars_global", "lamb"):
       self.trust_ratio_names = frozenset(
           name for name, adapted in optimizers.adapted_leaves(
               config, self.abstract_state["params"]).items() if adapted)

@@ -6,6 +6,9 @@ it back for everyone who needs it. TensorBoard gets the same values as
 ``<kind>/<key>`` scalars through tensorboardX's ``SummaryWriter``. Both are
 written by process 0 only.
 
+Train records carry ``wall_time_s``, the run's time so far: a resumed run
+continues from the last kept record's, so the final figure sums the pieces.
+
 A resumed run first drops from metrics.jsonl what the killed run logged after
 its checkpoint, and opens its TensorBoard writer with ``purge_step`` at the
 checkpoint's step, so that TensorBoard hides what the killed run logged from
@@ -59,6 +62,7 @@ class MetricsWriter:
   def __init__(self, workdir: str, *, start_step: int, tensorboard: bool,
                enabled: bool, redo_eval_at_start: bool = False):
     self.enabled = enabled
+    self.resumed_wall_time_s = 0.0  # the wall time of the pieces before
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._file = None
     self._tb = None
@@ -71,6 +75,8 @@ class MetricsWriter:
           redo_eval_at_start and record.get("kind") in ("eval", "validation")))
 
     kept = [record for record in read_records(self.path) if keep(record)]
+    self.resumed_wall_time_s = max(
+        (record.get("wall_time_s", 0.0) for record in kept), default=0.0)
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
       f.writelines(json.dumps(record) + "\n" for record in kept)
@@ -125,8 +131,10 @@ class TrainLog:
 
   def __init__(self, fetch: Callable, writer: MetricsWriter, progress, *,
                log_every: int, total_steps: int, global_batch_size: int,
-               checkpoints_dir: str, last_saved_step: Callable[[], int | None]):
+               checkpoints_dir: str, last_saved_step: Callable[[], int | None],
+               wall_time_s: Callable[[], float]):
     self._fetch = fetch
+    self._wall_time_s = wall_time_s
     self._writer = writer
     self._progress = progress
     self._log_every = log_every
@@ -158,6 +166,7 @@ class TrainLog:
       values["examples_per_sec"] = (
           self._steps_timed * self._global_batch_size
           / max(now - self._first_done, 1e-9))
+    values["wall_time_s"] = self._wall_time_s()
     self.last = values
     if step % self._log_every == 0 or step == self._total_steps:
       self._writer.write(step, "train", values)

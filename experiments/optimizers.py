@@ -7,13 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from absl import logging
 
 import lars_optax
 from experiments import steps
 
-OPTIMIZERS = ("lars", "optax_lars", "sgd", "lamb")
+OPTIMIZERS = ("lars", "lars_global", "optax_lars", "sgd", "lamb")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
 
 
@@ -68,6 +69,42 @@ def adapted_leaves(config, params) -> dict[str, bool]:
   return {name: bool(v) for name, v in steps.flat_named(flags).items()}
 
 
+def scale_by_global_trust_ratio(*, weight_decay: float, trust_coefficient: float
+                                ) -> optax.GradientTransformation:
+  r"""``scale_by_lars`` with ONE trust ratio for the whole network.
+
+  .. math::
+
+    \lambda = \frac{\eta \, \|w\|}{\|g\| + \beta \|w\|}, \qquad
+    u_l = \lambda \, (g_l + \beta w_l),
+
+  with :math:`\|w\|` and :math:`\|g\|` the norms of all leaves together
+  (1 where a norm is zero). The large-batch study's control arm: the same
+  chain as LARS, without the per-layer ratio. Every leaf is adapted and
+  decayed. The state is a ``ScaleByLarsState`` holding :math:`\lambda` for
+  every leaf, so ``lars_optax.trust_ratios`` logs it.
+  """
+  def init_fn(params):
+    return lars_optax.ScaleByLarsState(
+        count=jnp.zeros([], jnp.int32),
+        trust_ratio=jax.tree.map(lambda _: jnp.ones([], jnp.float32), params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("scale_by_global_trust_ratio needs the params.")
+    w_norm, g_norm = optax.tree.norm(params), optax.tree.norm(updates)
+    denominator = g_norm + weight_decay * w_norm
+    ratio = jnp.where((w_norm > 0) & (denominator > 0),
+                      trust_coefficient * w_norm / denominator, 1.0)
+    updates = jax.tree.map(lambda g, w: ratio * (g + weight_decay * w),
+                           updates, params)
+    return updates, lars_optax.ScaleByLarsState(
+        count=optax.safe_int32_increment(state.count),
+        trust_ratio=jax.tree.map(lambda _: ratio.astype(jnp.float32), params))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
                      ) -> optax.GradientTransformation:
   """The optimizer named by ``config.optimizer``.
@@ -79,6 +116,14 @@ def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
   1, a step about 1/trust_coefficient larger than its neighbours' (see
   configs/default.py). Set it False for the paper's rule.
   """
+  tx = _optimizer(config, learning_rate)
+  if config.clip_gradient_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(config.clip_gradient_norm), tx)
+  return tx
+
+
+def _optimizer(config, learning_rate: optax.ScalarOrSchedule
+               ) -> optax.GradientTransformation:
   mask = layer_mask(config)
   if config.optimizer == "lars":
     return lars_optax.lars(
@@ -92,6 +137,14 @@ def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
         trust_clip=config.lars.trust_clip,
         weight_decay_mask=mask,
         trust_ratio_mask=mask,
+    )
+  if config.optimizer == "lars_global":  # the chain of lars(), one ratio
+    return optax.chain(
+        scale_by_global_trust_ratio(
+            weight_decay=config.weight_decay,
+            trust_coefficient=config.lars.trust_coefficient),
+        optax.scale_by_learning_rate(learning_rate),
+        optax.trace(decay=config.momentum, nesterov=config.nesterov),
     )
   if config.optimizer == "optax_lars":
     return optax.lars(

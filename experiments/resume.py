@@ -24,7 +24,7 @@ NOT_AFFECTING_RESULTS = frozenset({
     "data.prefetch", "data.cache", "data.read_threads", "data.worker_processes",
 })
 # Fields a saved config may lack, with the value that reproduces its run.
-ADDED_FIELDS = {"grad_accum_steps": 1}
+ADDED_FIELDS = {"grad_accum_steps": 1, "clip_gradient_norm": 0.0}
 CONFIG_FILE = "config.json"
 
 

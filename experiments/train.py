@@ -63,6 +63,12 @@ def validate_config(
   _choice("loop", config.loop, loops.LOOPS)
   _choice("batch_norm mode", config.batch_norm, loops.BATCH_NORM_MODES)
   _choice("lr_scaling rule", config.lr_scaling, optimizers.LR_SCALING_RULES)
+  if config.optimizer == "lars_global" and config.exclude_bias_and_norm:
+    raise ConfigError("config.optimizer='lars_global' adapts every leaf: set "
+                      "config.exclude_bias_and_norm=False.")
+  if config.clip_gradient_norm < 0:
+    raise ConfigError("config.clip_gradient_norm must be >= 0 (0: no clipping), "
+                      f"got {config.clip_gradient_norm}.")
   if config.shard_params and config.loop != "jit":
     raise ConfigError("config.shard_params=True needs config.loop='jit' "
                       "(pmap keeps a full copy of the state on every device).")
@@ -221,7 +227,7 @@ def _final_evaluations(loop, state, config, data_config, info, writer
 
 
 def _final_metrics(config, info, loop, state, train_log, results, *,
-                   start_step: int, start_time: float) -> dict[str, Any]:
+                   start_step: int, wall_time_s: float) -> dict[str, Any]:
   checksum, sha256 = metrics.params_checksum(
       loops.to_host(loop.to_canonical(state)["params"]))
   final = {
@@ -243,7 +249,7 @@ def _final_metrics(config, info, loop, state, train_log, results, *,
       "params_sha256": sha256,
       "resumed_from_step": start_step,
       "examples_per_sec": train_log.examples_per_sec(),
-      "wall_time_s": time.time() - start_time,
+      "wall_time_s": wall_time_s,
   }
   if "train" in results:
     final["train_split_loss"] = results["train"]["loss"]
@@ -306,7 +312,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       loop.fetch, writer, progress, log_every=config.log_every_steps,
       total_steps=total_steps, global_batch_size=config.global_batch_size,
       checkpoints_dir=checkpoints.directory(workdir),
-      last_saved_step=lambda: checkpoints.last_saved_step(manager))
+      last_saved_step=lambda: checkpoints.last_saved_step(manager),
+      wall_time_s=lambda: writer.resumed_wall_time_s + time.time() - start_time)
   try:
     with interruption.StopSignals(multi_process=jax.process_count() > 1) as stop:
       state = _train(loop, state, config, data_config, info,
@@ -321,7 +328,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     manager.wait_until_finished()
     manager.close()
   final = _final_metrics(config, info, loop, state, train_log, results,
-                         start_step=start_step, start_time=start_time)
+                         start_step=start_step,
+                         wall_time_s=writer.resumed_wall_time_s + time.time() - start_time)
   if is_chief:
     _write_outputs(config, info, workdir, final)
   logging.info("Final metrics: %s", final)

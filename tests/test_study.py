@@ -531,7 +531,9 @@ def test_a_grid_where_no_run_learns_is_extended_downwards():
 
 
 def _committed_rows():
-  return [r for r in lb.read_rows(lb.RESULTS) if r["study"] == "1"]
+  """Study 1 as study 2 was planned from it."""
+  return [r for r in lb.as_first_run(lb.read_rows(lb.RESULTS, superseded=True))
+          if r["study"] == "1"]
 
 
 def test_budget_grids_are_centred_on_the_first_selection():
@@ -793,3 +795,39 @@ def test_time_model_scales_to_the_recent_speed():
   assert slow.slowdown == 4.0
   assert slow.seconds(dataclasses.replace(run, epochs=80)) == pytest.approx(
       4 * (2 + steps * 128 / 10000), rel=1e-3)
+
+
+# Study 3: the per-layer ratio against one ratio and a bounded step.
+
+
+def test_ratio_arms_get_the_same_search_centred_on_q2():
+  rows = lb.read_rows(lb.RESULTS, superseded=True)
+  baseline = lb.plan_baseline(rows, lb.plan_study(lb.as_first_run(rows)))
+  point = study.RATIO_POINT
+  plan = lb.plan_ratio([r for r in rows if r["study"] != "3"], baseline)
+  q2_rates, q2_warmups = baseline.selected[point], baseline.warmups[point]
+  source = {"lars": "lars", "lars_global": "lars", "sgd_clip": "sgd", "sgd": "sgd"}
+  epochs = study.RATIO_EPOCHS[0]
+  values = plan.grids[point + (epochs,)]
+  assert set(values) == set(study.RATIO_ARMS)
+  for arm, lrs in values.items():
+    assert lrs == [q2_rates[source[arm]] * f for f in study.RATIO_FACTORS]
+  for run in plan.runs:
+    assert (run.study, run.model, run.batch_size, run.epochs) == (3, *point, epochs)
+    assert run.warmup_fraction == q2_warmups[source[run.optimizer]]
+    assert run.nesterov == run.optimizer.startswith("sgd")
+  assert len(plan.runs) == len(study.RATIO_ARMS) * len(study.RATIO_FACTORS)
+  config = plan.runs[0].config()
+  assert config.log_trust_ratios
+  clip = next(r for r in plan.runs if r.optimizer == "sgd_clip").config()
+  assert (clip.optimizer, clip.clip_gradient_norm) == ("sgd", study.RATIO_CLIP_NORM)
+
+
+def test_collapsed_runs_are_labelled_by_the_cell_rule():
+  def row(val, loss="0.3", status="ok"):
+    return dict(study="3", batch_norm="none", batch_size="8192", epochs="20",
+                val_accuracy=val, train_loss=loss, status=status)
+  rows = lb.relabel_collapsed([row("0.90"), row("0.44"), row("0.46"),
+                               row("0.80", loss="2.2"), row("nan", status="diverged")])
+  assert [r["status"] for r in rows] == [
+      "ok", "collapsed", "ok", "collapsed", "diverged"]

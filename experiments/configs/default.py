@@ -64,11 +64,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.grad_accum_steps = 1  # micro-batches per optimizer step (loops.py)
 
   # Optimizer.
-  config.optimizer = "lars"  # "lars" (ours) | "optax_lars" | "sgd" (momentum)
+  # "lars" (ours) | "lars_global" (one trust ratio for the network) |
+  # "optax_lars" | "sgd" (momentum) | "lamb"
+  config.optimizer = "lars"
   config.momentum = 0.9
   config.nesterov = False
   config.weight_decay = 5e-4
   config.exclude_bias_and_norm = True
+  config.clip_gradient_norm = 0.0  # > 0: gradients clipped to this global norm first
   config.lars = ml_collections.ConfigDict()
   config.lars.formula = "paper"  # "paper": ||g||+wd||w|| | "combined": ||g+wd w||
   config.lars.trust_coefficient = 0.001

@@ -164,9 +164,30 @@ BASELINE_WARMUP_FRACTIONS = (0.1, 0.3)
 BASELINE_FACTORS = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)
 LARS_TRUST_COEFFICIENT = default.get_config().lars.trust_coefficient  # the paper's
 
-# A run that ends within 2 points of chance (10 classes) is "collapsed":
-# a failure, like a diverged one, when selecting.
-COLLAPSED_BELOW = 0.12
+# Study 3: is it the per-layer trust ratio, or just a bounded step? At
+# A/8192 (no BatchNorm), 20 and then 80 epochs, four arms get the same search:
+# RATIO_FACTORS x a centre, tuned with the edge-extension rule, then seeds 1
+# and 2 at each arm's best. Arms: LARS (per-layer ratio); the same chain with
+# one ratio for the whole network; Nesterov SGD with the gradient's global
+# norm clipped to RATIO_CLIP_NORM (a bounded step, no ratio); plain Nesterov.
+# Warm-up: Q2's selection at A/8192 (the LARS arms LARS's, the SGD arms
+# Nesterov's). Centres: Q2's selected learning rates at 20 epochs, the
+# 20-epoch selection of the same arm at 80.
+RATIO_POINT = ("A", 8192)
+RATIO_EPOCHS = (EPOCHS, BUDGET_EPOCHS)  # in run order
+RATIO_ARMS = ("lars", "lars_global", "sgd_clip", "sgd")
+RATIO_FACTORS = (1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)
+# The field's default clip (timm's Lamb, BERT). Q2's Nesterov run at A/8192
+# (lr 0.05) has a gradient norm of 19 at step 1, above 1 until about step 30
+# (27 % of its steps), 0.4 at the median: the clip bounds the early steps.
+RATIO_CLIP_NORM = 1.0
+
+# Collapsed: a run that did not diverge but ended below half the best final
+# validation accuracy of its cell (study, model, batch, epochs), or with a
+# final training-split loss within 5 % of ln 10 (a guess among 10 classes).
+# A failure, like a diverged one, when selecting.
+COLLAPSED_FRACTION_OF_BEST = 0.5
+COLLAPSED_LOSS = 0.95 * 2.302585
 
 # Every quarter epoch; checkpoints every 2 epochs (a killed run loses less).
 EVAL_EVERY_EPOCHS = 0.25
@@ -200,9 +221,9 @@ def run_config(model: str, optimizer: str, batch_size: int,
   """The config of one run of the study (the default config, overridden)."""
   if model not in MODELS:
     raise ValueError(f"Unknown study model {model!r}; valid: {sorted(MODELS)}.")
-  if optimizer not in BASELINE_OPTIMIZERS:
-    raise ValueError(
-        f"Unknown optimizer {optimizer!r}; valid: {BASELINE_OPTIMIZERS}.")
+  valid = BASELINE_OPTIMIZERS + RATIO_ARMS
+  if optimizer not in valid:
+    raise ValueError(f"Unknown optimizer {optimizer!r}; valid: {valid}.")
   config = default.get_config()
   config.data.validation_holdout = VALIDATION_HOLDOUT
   config.data.validation_seed = 0
@@ -214,7 +235,8 @@ def run_config(model: str, optimizer: str, batch_size: int,
       BATCH_NORM_GROUP_SIZE if MODELS[model]["use_batch_norm"] else 0)
   config.seed = seed
 
-  config.optimizer = optimizer
+  config.optimizer = "sgd" if optimizer == "sgd_clip" else optimizer
+  config.clip_gradient_norm = RATIO_CLIP_NORM if optimizer == "sgd_clip" else 0.0
   config.nesterov = nesterov
   config.exclude_bias_and_norm = exclude_bias_and_norm
 

@@ -60,8 +60,12 @@ COLUMNS = (
     # train_loss: over the whole training split at the end, in evaluation
     # mode (empty for study 1, whose checkpoints are gone); last_batch_loss:
     # the last logged minibatch's loss. status: ok | diverged (NaN) |
-    # collapsed (final validation accuracy within 2 points of chance).
+    # collapsed: see ``relabel_collapsed`` (the CSV keeps the driver's label).
     "study", "momentum_kind", "last_batch_loss",
+    # code_version: the commit that ran it, "+dirty" with uncommitted changes
+    # (empty: recorded before this column). superseded: why the row no longer
+    # counts (it stays in the file); the planner and the report skip it.
+    "code_version", "superseded",
 )
 CHANCE = 0.1  # accuracy of a guess among Fashion-MNIST's 10 classes
 
@@ -85,7 +89,7 @@ class Run:
   """One training run of the study."""
 
   model: str  # "A" | "B" (design.MODELS)
-  optimizer: str  # "lars" | "sgd"
+  optimizer: str  # "lars" | "sgd" | "lamb" | study 3's arms
   batch_size: int
   learning_rate: float  # the schedule's peak
   seed: int = 0
@@ -121,11 +125,13 @@ class Run:
             f"_{rule_name(self.exclude_bias_and_norm)}")
 
   def config(self):
-    return design.run_config(
+    config = design.run_config(
         self.model, self.optimizer, self.batch_size, self.learning_rate,
         self.seed, warmup_fraction=self.warmup_fraction, epochs=self.epochs,
         exclude_bias_and_norm=self.exclude_bias_and_norm,
         nesterov=self.nesterov)
+    config.log_trust_ratios = self.study == 3  # where the arms differ
+    return config
 
 
 def row_key(row: Mapping[str, str]) -> tuple:
@@ -137,8 +143,9 @@ def row_key(row: Mapping[str, str]) -> tuple:
           row["bias_and_norm"])
 
 
-def read_rows(path: str) -> list[dict[str, str]]:
-  """The CSV's complete rows (a line cut by a kill is skipped)."""
+def read_rows(path: str, *, superseded: bool = False) -> list[dict[str, str]]:
+  """The CSV's complete rows (a line cut by a kill is skipped), without the
+  superseded ones unless ``superseded``, collapsed runs labelled as such."""
   if not os.path.exists(path):
     return []
   rows = []
@@ -151,8 +158,36 @@ def read_rows(path: str) -> list[dict[str, str]]:
         row_key(row)
       except (KeyError, ValueError):
         continue
-      rows.append(row)
-  return rows
+      if superseded or not row["superseded"]:
+        rows.append(row)
+  return relabel_collapsed(rows)
+
+
+def _cell(row: Mapping[str, str]) -> tuple:
+  return (row["study"], row["batch_norm"], row["batch_size"],
+          f"{float(row['epochs']):g}")
+
+
+def relabel_collapsed(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+  """``rows`` with status "collapsed" where the design's rule says so: a run
+  that did not diverge and ended below ``COLLAPSED_FRACTION_OF_BEST`` of its
+  cell's best validation accuracy, or with a training-split loss of at least
+  ``COLLAPSED_LOSS``."""
+  best: dict[tuple, float] = {}
+  for row in rows:
+    accuracy = as_float(row["val_accuracy"])
+    if not math.isnan(accuracy):
+      best[_cell(row)] = max(best.get(_cell(row), 0.0), accuracy)
+  out = []
+  for row in rows:
+    row = dict(row)
+    if row["status"] != "diverged" and (
+        as_float(row["val_accuracy"])
+        < design.COLLAPSED_FRACTION_OF_BEST * best.get(_cell(row), 0.0)
+        or as_float(row["train_loss"]) >= design.COLLAPSED_LOSS):
+      row["status"] = "collapsed"
+    out.append(row)
+  return out
 
 
 def append_row(path: str, row: Mapping[str, Any]) -> None:
@@ -534,14 +569,67 @@ def plan_baseline(rows: Sequence[Mapping[str, str]], first_plan: Plan) -> Plan:
   return plan
 
 
-def planned_runs(rows: Sequence[Mapping[str, str]]) -> list[Run]:
-  """Every study's runs, in order: study 1, then study 2's Q2 and Q1.
+def as_first_run(rows: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+  """The rows as study 2 was planned from them: study 1's original rows
+  (superseded or not; its reruns carry a code_version) and every later one."""
+  return [r for r in rows if not (r["study"] == "1" and r["code_version"])]
 
-  Q2 goes first: its runs are 20 epochs at large batches (minutes each) and
-  its verdict needs only the first study's R, while Q1's reference grids are
-  80 epochs at batch 128 (34,375 steps per run).
+
+def plan_ratio(rows: Sequence[Mapping[str, str]], baseline: Plan) -> Plan:
+  """Study 3: the arms' searches at ``RATIO_POINT``, 20 then 80 epochs, each
+  followed by seeds 1 and 2 at every arm's best (config's RATIO_*).
+
+  The 20-epoch searches are centred on Q2's selections (``baseline``, from
+  ``plan_baseline``) and use its warm-ups; the 80-epoch ones on the 20-epoch
+  selection of the same arm.
   """
-  first = plan_study(rows)
-  return (first.runs + plan_baseline(rows, first).runs
-          + plan_budget(rows, first).runs)
+  model, batch_size = design.RATIO_POINT
+  plan = Plan([], {}, {}, {}, {})
+  if (model, batch_size) not in baseline.selected:
+    return plan  # waits for Q2's selection
+  q2_rates, q2_warmups = (baseline.selected[(model, batch_size)],
+                          baseline.warmups[(model, batch_size)])
+  source = {"lars": "lars", "lars_global": "lars", "sgd_clip": "sgd", "sgd": "sgd"}
+  centre = {arm: q2_rates[source[arm]] for arm in design.RATIO_ARMS}
+  done = {row_key(r): selection_score(r) for r in rows}
+  for epochs in design.RATIO_EPOCHS:
+
+    def make_run(arm, lr, epochs=epochs, seed=0, phase="ratio"):
+      return Run(model, arm, batch_size, lr, seed, phase,
+                 warmup_fraction=q2_warmups[source[arm]], epochs=epochs,
+                 study=3, nesterov=arm.startswith("sgd"))
+
+    def values_fn(arm, low, high, centre=centre):
+      return _with_extensions(
+          [centre[arm] * f for f in design.RATIO_FACTORS], low, high)
+
+    grid = tune_grid(values_fn, make_run, done, design.RATIO_ARMS)
+    plan.runs.extend(grid.runs)
+    plan.grids[(model, batch_size, epochs)] = grid.values
+    plan.extensions[(model, batch_size, epochs)] = grid.extensions
+    if grid.selected is None:
+      break  # the next budget is centred on this one's selections
+    plan.selected[(model, batch_size, epochs)] = grid.selected
+    plan.runs.extend(make_run(arm, lr, seed=seed, phase="ratio_seed")
+                     for arm, lr in grid.selected.items()
+                     for seed in design.SEEDS[1:])
+    centre = grid.selected
+  return plan
+
+
+def planned_runs(rows: Sequence[Mapping[str, str]]) -> list[Run]:
+  """Every study's runs, in order: study 1, study 3, then study 2's Q2 and Q1.
+
+  ``rows``: every row, the superseded ones too (``read_rows(path,
+  superseded=True)``): study 2 is centred on study 1 as it was run
+  (``as_first_run``), everything else on the current rows. Q2 goes
+  before Q1: its runs are 20 epochs at large batches (minutes each), Q1's
+  reference grids 80 epochs at batch 128 (34,375 steps per run).
+  """
+  current = [r for r in rows if not r["superseded"]]
+  first = plan_study(current)
+  first_as_run = plan_study(as_first_run(rows))
+  baseline = plan_baseline(current, first_as_run)
+  return (first.runs + plan_ratio(current, baseline).runs + baseline.runs
+          + plan_budget(current, first_as_run).runs)
 

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -55,6 +56,15 @@ def device_name() -> str:
           f"({platform.machine()}, {os.cpu_count()} cores)")
 
 
+def code_version() -> str:
+  """The checkout's commit, with "+dirty" when tracked files have changes."""
+  def git(*args):
+    return subprocess.run(("git", *args), cwd=os.path.dirname(__file__),
+                          capture_output=True, text=True, check=True).stdout.strip()
+  dirty = git("status", "--porcelain", "--untracked-files=no")
+  return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if dirty else "")
+
+
 def _from_metrics(run_dir: str) -> tuple[list[tuple[int, float]], float]:
   """The run's validation curve and its last logged minibatch loss."""
   from experiments import metrics  # pylint: disable=g-import-not-at-top
@@ -75,8 +85,7 @@ def _train(run: plan.Run, run_dir: str, config) -> tuple[dict[str, Any], str]:
   except FloatingPointError as e:  # diverged: a result too
     logging.warning("%s diverged: %s", run.tag, e)
     return {}, "diverged"
-  collapsed = final.get("val_accuracy", 1.0) < design.COLLAPSED_BELOW
-  return final, "collapsed" if collapsed else "ok"
+  return final, "ok"  # plan.relabel_collapsed labels collapsed runs
 
 
 def run_one(run: plan.Run, *, workdir: str, manual_dir: str | None = None,
@@ -131,6 +140,7 @@ def run_one(run: plan.Run, *, workdir: str, manual_dir: str | None = None,
       "study": run.study,
       "momentum_kind": run.momentum_kind,
       "last_batch_loss": f"{final.get('train_loss', last_logged_loss):.4f}",
+      "code_version": code_version(),
   }
 
 
@@ -145,8 +155,8 @@ def run_all(plan_fn: Callable[[Sequence[Mapping[str, str]]], list[plan.Run]],
   """
   new_runs = 0
   while not (max_runs and new_runs >= max_runs):
-    rows = plan.read_rows(results)
-    done = {plan.row_key(r) for r in rows}
+    rows = plan.read_rows(results, superseded=True)
+    done = {plan.row_key(r) for r in rows if not r["superseded"]}
     todo = [run for run in plan_fn(rows) if run.key() not in done]
     if not todo:
       break
