@@ -57,11 +57,13 @@ def device_name() -> str:
 
 
 def code_version() -> str:
-  """The checkout's commit, with "+dirty" when tracked files have changes."""
+  """The checkout's commit, with "+dirty" when the code (anything tracked
+  outside experiments/results/) has uncommitted changes."""
   def git(*args):
     return subprocess.run(("git", *args), cwd=os.path.dirname(__file__),
                           capture_output=True, text=True, check=True).stdout.strip()
-  dirty = git("status", "--porcelain", "--untracked-files=no")
+  dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":/",
+              ":/!experiments/results")
   return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if dirty else "")
 
 
