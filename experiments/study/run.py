@@ -18,6 +18,7 @@ idle, two drivers finish more runs per hour (experiments/README.md).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -56,9 +57,11 @@ def device_name() -> str:
           f"({platform.machine()}, {os.cpu_count()} cores)")
 
 
+@functools.cache
 def code_version() -> str:
-  """The checkout's commit, with "+dirty" when the code (anything tracked
-  outside experiments/results/) has uncommitted changes."""
+  """The checkout's commit when the driver started (the code it runs), with
+  "+dirty" when the code (anything tracked outside experiments/results/) had
+  uncommitted changes."""
   def git(*args):
     return subprocess.run(("git", *args), cwd=os.path.dirname(__file__),
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -155,6 +158,7 @@ def run_all(plan_fn: Callable[[Sequence[Mapping[str, str]]], list[plan.Run]],
   unfinished run whose workdir no other driver holds (``workdir_lock``), and
   waits ``wait_s`` while every unfinished run is held.
   """
+  code_version()  # of the code as loaded now
   new_runs = 0
   while not (max_runs and new_runs >= max_runs):
     rows = plan.read_rows(results, superseded=True)
