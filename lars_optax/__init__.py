@@ -20,6 +20,9 @@ from lars_optax._schedules import mlperf_resnet50_lars
 from lars_optax._schedules import scale_learning_rate
 from lars_optax._schedules import warmup_polynomial_decay_schedule
 
+# The release: pyproject.toml reads it from here ([tool.setuptools.dynamic]).
+__version__ = "0.1.0"
+
 __all__ = (
     "LarsPreset",
     "ScaleByLarsState",
