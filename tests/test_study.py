@@ -466,6 +466,23 @@ def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
                         **kwargs) == 0
 
 
+@pytest.mark.slow
+def test_a_model_b_run_gives_the_same_row_twice(tmp_path, fashion_mnist_data_dir):
+  """Model B (BatchNorm over groups of 128) is deterministic: the record of
+  study 1's B rows, which older code made, is reproducible today."""
+  overrides = {"data.train_split": "train[:2560]",
+               "data.validation_holdout": 512, "data.eval_split": "test[:1000]",
+               "num_train_steps": 6}
+  run = lb.Run("B", "lars", 256, 12.5)
+  rows = [driver.run_one(run, workdir=str(tmp_path / name), overrides=overrides,
+                         data_dir=fashion_mnist_data_dir)
+          for name in ("first", "second")]
+  for row in rows:  # times differ; everything the run computed must not
+    del row["wall_time_s"], row["examples_per_sec"]
+  assert rows[0] == rows[1]
+  assert rows[0]["batch_norm"] == "groups_of_128" and rows[0]["code_version"]
+
+
 def test_drivers_share_the_study_run_by_run(tmp_path, monkeypatch):
   """A run another driver holds is left to it, one it finished meanwhile is
   not trained again, and a driver with nothing free waits."""
