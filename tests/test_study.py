@@ -2,6 +2,7 @@
 import ast
 import collections
 import dataclasses
+import json
 import math
 import os
 import pathlib
@@ -481,6 +482,25 @@ def test_a_model_b_run_gives_the_same_row_twice(tmp_path, fashion_mnist_data_dir
     del row["wall_time_s"], row["examples_per_sec"]
   assert rows[0] == rows[1]
   assert rows[0]["batch_norm"] == "groups_of_128" and rows[0]["code_version"]
+
+
+@pytest.mark.slow
+def test_study_3_rows_record_the_trust_ratios(tmp_path, fashion_mnist_data_dir):
+  overrides = {"data.train_split": "train[:2560]",
+               "data.validation_holdout": 512, "data.eval_split": "test[:1000]",
+               "num_train_steps": 4, "log_every_steps": 2}
+  logged = {}
+  for arm in ("lars", "lars_global"):
+    run = lb.Run("A", arm, 256, 12.5, study=3)
+    row = driver.run_one(run, workdir=str(tmp_path), overrides=overrides,
+                         data_dir=fashion_mnist_data_dir)
+    logged[arm] = json.loads(row["trust_ratios"])
+    assert [step for step, _ in logged[arm]] == [2, 4]
+  # Per layer: one ratio per weight leaf, not all equal; global: one value.
+  layers = logged["lars"][-1][1]
+  assert len(layers) > 4 and len(set(layers.values())) > 1
+  assert set(logged["lars_global"][-1][1]) == set(layers)
+  assert len(set(logged["lars_global"][-1][1].values())) == 1
 
 
 def test_drivers_share_the_study_run_by_run(tmp_path, monkeypatch):

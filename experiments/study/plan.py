@@ -66,6 +66,8 @@ COLUMNS = (
     # (empty: recorded before this column). superseded: why the row no longer
     # counts (it stays in the file); the planner and the report skip it.
     "code_version", "superseded",
+    # trust_ratios: JSON [[step, {layer: lambda}], ...] where logged (study 3).
+    "trust_ratios",
 )
 CHANCE = 0.1  # accuracy of a guess among Fashion-MNIST's 10 classes
 

@@ -70,16 +70,22 @@ def code_version() -> str:
   return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if dirty else "")
 
 
-def _from_metrics(run_dir: str) -> tuple[list[tuple[int, float]], float]:
-  """The run's validation curve and its last logged minibatch loss."""
+def _from_metrics(run_dir: str
+                  ) -> tuple[list[tuple[int, float]], float, list[list]]:
+  """The run's validation curve, its last logged minibatch loss, and its
+  logged trust ratios as [[step, {layer: ratio}], ...]."""
   from experiments import metrics  # pylint: disable=g-import-not-at-top
-  curve, loss = {}, math.nan
+  curve, loss, ratios = {}, math.nan, []
   for record in metrics.read_records(os.path.join(run_dir, "metrics.jsonl")):
     if record.get("kind") == "validation":
       curve[int(record["step"])] = float(record["accuracy"])
     elif record.get("kind") == "train" and "loss" in record:
       loss = float(record["loss"])
-  return sorted(curve.items()), loss
+      layers = {k.removeprefix("trust_ratio/"): float(f"{v:.4g}")
+                for k, v in record.items() if k.startswith("trust_ratio/")}
+      if layers:
+        ratios.append([int(record["step"]), layers])
+  return sorted(curve.items()), loss, ratios
 
 
 def _train(run: plan.Run, run_dir: str, config) -> tuple[dict[str, Any], str]:
@@ -110,7 +116,7 @@ def run_one(run: plan.Run, *, workdir: str, manual_dir: str | None = None,
   run_dir = os.path.join(workdir, run.tag)
   start = time.time()
   final, status = _train(run, run_dir, config)
-  curve, last_logged_loss = _from_metrics(run_dir)
+  curve, last_logged_loss, trust_ratios = _from_metrics(run_dir)
   schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=1)
   nan = math.nan
   return {
@@ -146,6 +152,8 @@ def run_one(run: plan.Run, *, workdir: str, manual_dir: str | None = None,
       "momentum_kind": run.momentum_kind,
       "last_batch_loss": f"{final.get('train_loss', last_logged_loss):.4f}",
       "code_version": code_version(),
+      "trust_ratios": (json.dumps(trust_ratios, separators=(",", ":"))
+                       if trust_ratios else ""),
   }
 
 
