@@ -868,3 +868,19 @@ def test_collapsed_runs_are_labelled_by_the_cell_rule():
                                row("0.80", loss="2.2"), row("nan", status="diverged")])
   assert [r["status"] for r in rows] == [
       "ok", "collapsed", "ok", "collapsed", "diverged"]
+
+
+def test_ratio_decision_matches_a_hand_computation():
+  def cell(*test):
+    return summary.Cell(1.0, list(test), list(test), [0.0] * len(test))
+  cells = {(20.0, "lars"): cell(0.90, 0.91, 0.92),          # mean 0.91, SE 0.00577
+           (20.0, "lars_global"): cell(0.88, 0.89, 0.90),   # lead 2.0 points
+           (20.0, "sgd_clip"): cell(0.905, 0.90, 0.895),    # lead 1.0 point
+           (20.0, "sgd"): cell(0.80, 0.85, 0.90)}
+  verdicts = summary.ratio_verdicts(cells, 20.0)
+  se = np.sqrt(2 * np.var([0.90, 0.91, 0.92], ddof=1) / 3)  # equal SEs
+  assert np.isclose(verdicts["lars_global"].difference, 0.02)
+  assert np.isclose(verdicts["lars_global"].needed, max(0.01, 2 * se))
+  assert verdicts["lars_global"].separated  # 2.0 >= 1.63
+  assert not verdicts["sgd_clip"].separated  # 1.0 < max(1, 2 SE) = 1.29
+  assert np.isclose(verdicts["sgd"].difference, 0.06)

@@ -32,13 +32,15 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from experiments.configs import large_batch as design
-from experiments.study.plan import (Plan, Run, accuracy_or_chance, as_float,
-                                    pilot_path, plan_baseline, plan_budget,
-                                    plan_study, read_rows, row_key, rule_name)
+from experiments.study.plan import (Plan, Run, accuracy_or_chance, as_first_run,
+                                    as_float, pilot_path, plan_baseline,
+                                    plan_budget, plan_ratio, plan_study,
+                                    read_rows, row_key, rule_name)
 
 SUMMARY = "large_batch_summary.md"
 PLOTS = ("large_batch_test_accuracy.png", "large_batch_steps_to_target.png",
-         "large_batch_learning_rates.png", "large_batch_study2_learning_rates.png")
+         "large_batch_learning_rates.png", "large_batch_study2_learning_rates.png",
+         "large_batch_study3_arms.png")
 POINT = 0.01  # one percentage point of accuracy
 TARGET_BELOW_R = 1.5 * POINT
 PHASES = ("grid", "seed", "ablation")
@@ -607,32 +609,250 @@ def _study2_progress_lines(all_rows, pilot_rows, budget: Plan,
           + _edge_lines(baseline, "Q2 (baseline)") + [""])
 
 
+# --------------------------------------------------------------------------
+# The record: superseded rows, labels, time; steps against the fastest run.
+# --------------------------------------------------------------------------
+
+
+def _b_verdicts(rows) -> dict[str, str]:
+  """Every verdict that model B's study-1 rows decide: study 1's claim test
+  and Q2's (both against R), with study 2 centred on study 1 as it was run."""
+  first = [r for r in rows if r["study"] == "1"]
+  plan = plan_study(first)
+  cells = selected_cells(first, plan)
+  r, verdicts = claim_test(cells, "B")
+  out = {f"study 1, B/{v.batch_size}": "holds" if v.holds else "fails"
+         for v in verdicts}
+  baseline = plan_baseline(rows, plan_study(as_first_run(rows)))
+  baseline_cells = selected_cells(rows, baseline)
+  for optimizer in ("lars", "lamb"):
+    for v in claim_test(baseline_cells, "B", r=r, optimizer=optimizer)[1]:
+      out[f"Q2, B/{v.batch_size} {optimizer}"] = "holds" if v.holds else "fails"
+  out["R (model B)"] = _pct(r)
+  return out
+
+
+def _record_lines(all_rows, rows) -> list[str]:
+  """Superseded rows against their reruns, the verdicts they change, the
+  collapse labels, and the run time."""
+  superseded = [r for r in all_rows if r["superseded"]]
+  current = {row_key(r): r for r in rows}
+  pairs = [(r, current[row_key(r)]) for r in superseded if row_key(r) in current]
+  same = sum((a["val_accuracy"], a["test_accuracy"])
+             == (b["val_accuracy"], b["test_accuracy"]) for a, b in pairs)
+  largest = max((abs(as_float(a["val_accuracy"]) - as_float(b["val_accuracy"]))
+                 for a, b in pairs), default=math.nan)
+  reasons = collections.Counter(r["superseded"] for r in superseded)
+  lines = ["## The record", ""]
+  for reason, n in reasons.items():
+    lines.append(f"- {n} rows superseded ({reason}); {len(pairs)} rerun so far "
+                 f"on code that records its version: {same} identical in "
+                 f"validation and test accuracy, the largest validation "
+                 f"difference {_pct(largest)} points.")
+  before, after = _b_verdicts(as_first_run(all_rows)), _b_verdicts(rows)
+  changed = [f"{k}: {before.get(k, 'pending')} -> {after.get(k, 'pending')}"
+             for k in sorted(set(before) | set(after))
+             if before.get(k) != after.get(k)]
+  lines.append("- Model B's verdicts recomputed on the reruns (study 1, Q2; "
+               "Q1's R80 comes from study 2): "
+               + ("; ".join(changed) if changed else "none changes") + ".")
+  relabelled = [r for r in rows if r["status"] == "collapsed"]
+  lines.append(f"- {len(relabelled)} runs collapsed by the rule (below half "
+               "their cell's best validation accuracy, or a training-split "
+               f"loss of at least {design.COLLAPSED_LOSS:.2f}).")
+  hours = collections.defaultdict(float)
+  for row in rows:
+    hours[row["study"]] += as_float(row["wall_time_s"]) / 3600
+  pieces = sum(1 for r in rows if r["resumed_from_step"] not in ("", "0")
+               and not r["code_version"])
+  lines.append("- Run time: " + ", ".join(
+      f"study {k} {v:.1f} h" for k, v in sorted(hours.items()))
+      + f". {pieces} resumed rows from before code_version count only their "
+      "last piece; later rows sum their pieces.")
+  return lines + [""]
+
+
+def _fewest_steps(rows, model: str, batch_size: int, target: float
+                  ) -> tuple[int, Mapping[str, str]] | None:
+  """The fewest steps any seed-0 row of (model, batch), of any study,
+  optimizer and schedule, needs to reach validation ``target``, and its row."""
+  best = None
+  for row in rows:
+    if (row["seed"], row["batch_norm"], int(row["batch_size"])) != (
+        "0", design.MODELS[model]["batch_norm"], batch_size):
+      continue
+    curve = json.loads(row["val_curve"] or "[]")
+    steps = next((int(s) for s, a in curve if a >= target - 1e-12), None)
+    if steps is not None and (best is None or steps < best[0]):
+      best = (steps, row)
+  return best
+
+
+def _speedup_lines(rows, r: Mapping[str, float]) -> list[str]:
+  """Steps to R - 1.5 points against the fastest batch-128 run of any
+  schedule (Shallue et al.), and what each doubling of the batch saves."""
+  lines = ["## Steps to target against the fastest batch-128 run", "",
+           "Fewest steps of any seed-0 run (any study, optimizer, schedule) to "
+           "reach validation accuracy R - 1.5 points; the speed-up is against "
+           f"the fastest such run at batch {design.REFERENCE_BATCH_SIZE}.", ""]
+  for model in design.MODELS:
+    if math.isnan(r[model]):
+      continue
+    target = r[model] - TARGET_BELOW_R
+    lines += [f"Model {model}, target {_pct(target)} %:", "",
+              "| batch | fewest steps (run) | speed-up | saved by doubling the "
+              "batch |", "| --- |" + " --- |" * 3]
+    base, previous = None, (0, 0)  # previous: (batch, its fewest steps)
+    for b in sorted(design.BATCH_SIZES[model]):
+      found = _fewest_steps(rows, model, b, target)
+      if found is None:
+        lines.append(f"| {b} | not reached | | |")
+        previous = (0, 0)
+        continue
+      steps, row = found
+      base = base or steps
+      saved = f"{1 - steps / previous[1]:.0%}" if b == 2 * previous[0] else ""
+      lines.append(
+          f"| {b} | {steps} ({row['optimizer']}, study {row['study']}, "
+          f"{float(row['epochs']):g} epochs, warm-up "
+          f"{float(row['warmup_fraction']):.0%}, lr "
+          f"{as_float(row['learning_rate']):g}) | {base / steps:.1f}x | {saved} |")
+      previous = (b, steps)
+    lines.append("")
+  return lines
+
+
+# --------------------------------------------------------------------------
+# Study 3: the per-layer ratio against one ratio and a bounded step.
+# --------------------------------------------------------------------------
+
+RATIO_NAMES = {"lars": "LARS (per-layer ratio)",
+               "lars_global": "one ratio for the network",
+               "sgd_clip": f"Nesterov, clipped at norm {design.RATIO_CLIP_NORM:g}",
+               "sgd": "Nesterov"}
+
+
+def ratio_cells(rows, plan: Plan) -> dict[tuple[float, str], Cell]:
+  """(epochs, arm) -> the finished seeds at the arm's selection."""
+  by_key = {row_key(r): r for r in rows}
+  cells: dict[tuple[float, str], Cell] = {}
+  for run in plan.runs:
+    chosen = plan.selected.get((run.model, run.batch_size, run.epochs), {})
+    if run.learning_rate != chosen.get(run.optimizer):
+      continue
+    cell = cells.setdefault((run.epochs, run.optimizer), Cell(
+        run.learning_rate, [], [], [], warmup_fraction=run.warmup_fraction))
+    row = by_key.get(run.key())
+    if row is not None:
+      cell.test.append(accuracy_or_chance(row, "test_accuracy"))
+      cell.val.append(as_float(row["val_accuracy"]))
+      cell.last_batch_loss.append(as_float(row["last_batch_loss"]))
+  return cells
+
+
+def ratio_verdicts(cells, epochs: float) -> dict[str, Verdict]:
+  """LARS against each other arm at ``epochs``: its lead and what it needs."""
+  model, batch_size = design.RATIO_POINT
+  by_arm = {(model, batch_size, arm): c for (e, arm), c in cells.items()
+            if e == epochs}
+  return {arm: v for arm in design.RATIO_ARMS[1:]
+          for v in claim_test(by_arm, model, r=0.0, baseline=arm)[1]}
+
+
+def _trust_ratio_lines(rows, plan: Plan, epochs: float) -> list[str]:
+  """Per-layer lambda of LARS's selected seed-0 run against the one ratio of
+  the network-wide arm's, at the steps both logged."""
+  model, batch_size = design.RATIO_POINT
+  chosen = plan.selected.get((model, batch_size, epochs), {})
+  logged = {}
+  for row in rows:
+    if (row["study"] == "3" and row["seed"] == "0" and row["trust_ratios"]
+        and f"{float(row['epochs']):g}" == f"{epochs:g}"
+        and as_float(row["learning_rate"]) == chosen.get(row["optimizer"])):
+      logged[row["optimizer"]] = dict(
+          (s, layers) for s, layers in json.loads(row["trust_ratios"]))
+  if not {"lars", "lars_global"} <= logged.keys():
+    return []
+  steps = sorted(set(logged["lars"]) & set(logged["lars_global"]))
+  one = {s: next(iter(logged["lars_global"][s].values())) for s in steps}
+  lines = ["Trust ratios of the selected seed-0 runs, per layer for LARS and "
+           "as a multiple of the network-wide arm's one ratio at the same step "
+           f"(that ratio: {', '.join(f'{one[s]:.3g} at step {s}' for s in steps)}):",
+           "", "| layer | " + " | ".join(f"step {s}" for s in steps) + " |",
+           "| --- |" + " --- |" * len(steps)]
+  for layer in logged["lars"][steps[0]]:
+    lines.append(f"| {layer} | " + " | ".join(
+        f"{logged['lars'][s][layer]:.3g} ({logged['lars'][s][layer] / one[s]:.2g}x)"
+        for s in steps) + " |")
+  return lines + [""]
+
+
+def _ratio_lines(rows, plan: Plan) -> list[str]:
+  """Study 3's tables, its decision per budget, and the trust ratios."""
+  model, batch_size = design.RATIO_POINT
+  cells = ratio_cells(rows, plan)
+  lines = [f"## Study 3: the per-layer ratio or a bounded step? ({model}/{batch_size})",
+           "", "Each arm at its best learning rate (validation, seed 0), then "
+           "seeds 1 and 2; the per-layer ratio matters at a budget if and only "
+           "if LARS leads both the network-wide ratio and the clipped Nesterov "
+           "by at least max(1 point, 2 SE).", ""]
+  for epochs in design.RATIO_EPOCHS:
+    verdicts = ratio_verdicts(cells, epochs)
+    lines += [f"### {epochs:g} epochs", "",
+              "| arm | test (lr, warm-up, n) | LARS's lead | needed | LARS leads? |",
+              "| --- |" + " --- |" * 4]
+    for arm in design.RATIO_ARMS:
+      cell, v = cells.get((epochs, arm)), verdicts.get(arm)
+      cols = (["", "", ""] if arm == "lars" else ["pending"] * 3 if v is None
+              else [_pct(v.difference), _pct(v.needed),
+                    "yes" if v.separated else "no"])
+      lines.append(f"| {RATIO_NAMES[arm]} | "
+                   f"{_cell_text(cell, len(design.SEEDS), warmup=True)} | "
+                   + " | ".join(cols) + " |")
+    decisive = [verdicts.get(arm) for arm in ("lars_global", "sgd_clip")]
+    if all(v is not None and min(v.seeds) == len(design.SEEDS) for v in decisive):
+      matters = all(v.separated for v in decisive if v is not None)
+      lines += ["", f"The per-layer ratio matters at {epochs:g} epochs: "
+                f"{'yes' if matters else 'no'}."]
+    else:
+      lines += ["", f"At {epochs:g} epochs: pending."]
+    lines += [""] + _trust_ratio_lines(rows, plan, epochs)
+  return lines + _edge_lines(plan, "Study 3") + [""]
+
+
 def summarize(path: str, *, rule: bool = design.EXCLUDE_BIAS_AND_NORM,
               plots: bool = True) -> str:
   """Writes large_batch_summary.md (+ PNGs) next to the CSV; returns its text."""
-  all_rows = read_rows(path)
-  first = [r for r in all_rows if r["study"] == "1"]
+  all_rows = read_rows(path, superseded=True)
+  current = [r for r in all_rows if not r["superseded"]]
+  first = [r for r in current if r["study"] == "1"]
   rows = [r for r in first if r["bias_and_norm"] == rule_name(rule)]
   pilot_rows = read_rows(pilot_path(path))
   plan = plan_study(rows, rule=rule)
-  budget, baseline = plan_budget(all_rows, plan), plan_baseline(all_rows, plan)
+  first_as_run = plan_study(as_first_run(all_rows), rule=rule)
+  budget = plan_budget(current, first_as_run)
+  baseline = plan_baseline(current, first_as_run)
+  ratio = plan_ratio(current, baseline)
   cells = selected_cells(rows, plan)
-  budget_cells = selected_cells(all_rows, budget)
-  baseline_cells = selected_cells(all_rows, baseline)
+  budget_cells = selected_cells(current, budget)
+  baseline_cells = selected_cells(current, baseline)
   r = {model: reference_accuracy(cells, model) for model in design.MODELS}
   steps: dict[tuple[str, int, str], int | None] = {}
   steps80: dict[tuple[str, int, str], int | None] = {}
 
   lines = _header_lines(path, rule, len(first) - len(rows))
+  lines += _record_lines(all_rows, current)
   lines += _progress_lines(
       "## Progress", rows, plan.runs, plan.undefined, PHASES,
       TimeModel(rows + pilot_rows), "SGD grids wait for batch 128's grid; "
       "seeds and the ablation for the grid they select from")
   lines += _edge_lines(plan, "Study 1") + [""]
   lines += _study1_lines(rows, plan, cells, r, steps)
-  lines += _study2_progress_lines(all_rows, pilot_rows, budget, baseline)
-  lines += _budget_lines(all_rows, budget, budget_cells, steps80)
+  lines += _study2_progress_lines(current, pilot_rows, budget, baseline)
+  lines += _budget_lines(current, budget, budget_cells, steps80)
   lines += _baseline_lines(baseline_cells, r)
+  lines += _speedup_lines(current, r)
+  lines += _ratio_lines(current, ratio)
   if plots:
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
   text = "\n".join(lines)
@@ -648,7 +868,8 @@ def summarize(path: str, *, rule: bool = design.EXCLUDE_BIAS_AND_NORM,
     _plot_steps([("20 epochs, to R - 1.5", steps, "-"),
                  ("80 epochs, to R80 - 1.5", steps80, "--")], paths[1])
     _plot_learning_rates(rows, plan, paths[2])
-    _plot_study2_learning_rates(all_rows, budget, baseline, paths[3])
+    _plot_study2_learning_rates(current, budget, baseline, paths[3])
+    _plot_ratio_arms(ratio_cells(current, ratio), paths[4])
   return text
 
 
@@ -886,4 +1107,25 @@ def _plot_study2_learning_rates(rows, budget: Plan, baseline: Plan,
       ax.set(xlabel="peak learning rate", ylabel="validation accuracy (%)")
       ax.set_title(f"{model}/{b}, {name} (star: selected)", fontsize=9)
       _grid_and_legend(ax, fontsize=6)
+  _save(fig, path)
+
+
+def _plot_ratio_arms(cells, path: str) -> None:
+  """Study 3: test accuracy (mean ± 1 SE) of each arm, one marker per budget."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4))
+  arms = design.RATIO_ARMS
+  for k, epochs in enumerate(design.RATIO_EPOCHS):
+    points = [(i + 0.12 * (2 * k - 1), 100 * c.mean, 100 * c.standard_error)
+              for i, arm in enumerate(arms)
+              if (c := cells.get((epochs, arm))) is not None and c.n]
+    if points:
+      xs, ys, errors = zip(*points)
+      ax.errorbar(xs, ys, yerr=errors, capsize=3, linestyle="none",
+                  marker="os"[k], label=f"{epochs:g} epochs")
+  ax.set_xticks(range(len(arms)), [RATIO_NAMES[a] for a in arms], fontsize=7)
+  model, batch_size = design.RATIO_POINT
+  ax.set(ylabel="test accuracy (%)",
+         title=f"Study 3: model {model}, batch {batch_size} (bars: ± 1 SE over seeds)")
+  _grid_and_legend(ax, fontsize=8)
   _save(fig, path)
