@@ -620,7 +620,8 @@ def plan_ratio(rows: Sequence[Mapping[str, str]], baseline: Plan) -> Plan:
 
 
 def planned_runs(rows: Sequence[Mapping[str, str]]) -> list[Run]:
-  """Every study's runs, in order: study 1, study 3, then study 2's Q2 and Q1.
+  """Every study's runs, in order: study 3 at 20 epochs, study 1, study 3 at
+  80 epochs, then study 2's Q2 and Q1.
 
   ``rows``: every row, the superseded ones too (``read_rows(path,
   superseded=True)``): study 2 is centred on study 1 as it was run
@@ -632,6 +633,8 @@ def planned_runs(rows: Sequence[Mapping[str, str]]) -> list[Run]:
   first = plan_study(current)
   first_as_run = plan_study(as_first_run(rows))
   baseline = plan_baseline(current, first_as_run)
-  return (first.runs + plan_ratio(current, baseline).runs + baseline.runs
-          + plan_budget(current, first_as_run).runs)
+  ratio = plan_ratio(current, baseline).runs
+  short = [run for run in ratio if run.epochs == design.EPOCHS]
+  return (short + first.runs + [run for run in ratio if run not in short]
+          + baseline.runs + plan_budget(current, first_as_run).runs)
 
