@@ -8,18 +8,20 @@ import optax
 from lars_optax import _masks
 from lars_optax import _numerics
 from lars_optax._lars import _check
-from lars_optax._lars import _check_learning_rate
+from lars_optax._lars import _check_schedule
+from lars_optax._lars import _check_static
 from lars_optax._lars import scale_by_lars
 
 
 def lamb(
     learning_rate: optax.ScalarOrSchedule,
-    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
     eps_root: float = 0.0,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    mask: Optional[_masks.Mask] = None,
+    *,
     weight_decay_mask: Optional[_masks.Mask] = None,
     trust_ratio_mask: Optional[_masks.Mask] = None,
     ratio_bounds: Optional[tuple[float, float]] = None,
@@ -67,12 +69,13 @@ def lamb(
 
   Differences from the peers, and the switch that reproduces each:
 
-  * ``optax.lamb``: the same update with the defaults (no masks), step for
-    step to float32 rounding. Its ``mask`` is ``weight_decay_mask`` here; it
-    adapts every leaf (``trust_ratio_mask=None``, the default); it takes
-    norms in the parameter dtype (bfloat16 for bfloat16 params) and gives
-    NaN where a norm overflows; its ``weight_decay`` may be a schedule, this
-    one is a float.
+  * ``optax.lamb``: the same update, step for step to float32 rounding, for
+    every call written for it: the positional parameters are its own, in
+    its order, ``mask`` included (the weight-decay mask; every leaf is
+    adapted unless ``trust_ratio_mask`` says otherwise), and the options
+    only this one has are keyword-only. It takes norms in the parameter
+    dtype (bfloat16 for bfloat16 params) and gives NaN where a norm
+    overflows.
   * timm's ``Lamb`` with its defaults (``weight_decay=0.01``,
     ``max_grad_norm=1.0``, ``always_adapt=False``, bias correction, the
     decay added to the direction): ``optax.chain(optax.clip_by_global_norm(
@@ -102,11 +105,17 @@ def lamb(
     eps_root: :math:`\epsilon_{\mathrm{root}}`, added to :math:`\hat v`
       inside the square root (as in :func:`optax.scale_by_adam`).
     weight_decay: :math:`\beta`, decoupled from the moments: added to the
-      direction, inside the trust ratio.
-    weight_decay_mask: where to decay (pytree of bools or callable, e.g.
-      :func:`exclude_bias_and_norm` or :func:`mask_by_name`).
+      direction, inside the trust ratio; a float or a schedule of the update
+      count.
+    mask: optax.lamb's name for ``weight_decay_mask``; give one or the
+      other.
+    weight_decay_mask: where to decay: a pytree of bools like the params (or
+      a prefix of them), a callable ``params -> pytree`` such as
+      :func:`exclude_bias_and_norm` or :func:`mask_by_name`, or one bool
+      for every leaf. None (default) decays every leaf.
     trust_ratio_mask: where to adapt, same forms; elsewhere
-      :math:`\lambda = 1` and the step is Adam(W)'s.
+      :math:`\lambda = 1` and the step is Adam(W)'s. None (default) adapts
+      every leaf.
     ratio_bounds: ``(low, high)`` that :math:`\lambda_l` is clipped to
       (DeepSpeed's ``min_coeff``/``max_coeff``; timm's ``trust_clip`` is
       ``(0, 1)``), or None.
@@ -125,10 +134,12 @@ def lamb(
     ``scale_by_adam -> scale_by_lars -> scale_by_learning_rate``.
 
   Raises:
-    ValueError: when built with a negative learning rate (for a schedule: at
-      step 0), ``b1`` or ``b2`` outside [0, 1), negative ``eps``,
-      ``eps_root`` or ``weight_decay``, bad bounds or an unknown
-      ``zero_gradient_trust_ratio``.
+    ValueError: when built with a negative learning rate or weight decay
+      (for a schedule: at step 0), ``b1`` or ``b2`` outside [0, 1), negative
+      ``eps`` or ``eps_root``, bad bounds, an unknown
+      ``zero_gradient_trust_ratio``, both ``mask`` and ``weight_decay_mask``,
+      or an array for an argument that must be a Python value (see the
+      note).
 
   Example:
     >>> import jax
@@ -147,9 +158,21 @@ def lamb(
     0.00
 
   Note:
-    Masks are callables; under :func:`optax.inject_hyperparams` pass them
-    (and ``layer_axes``) in ``static_args`` so they are not taken for
-    schedules.
+    Under :func:`optax.inject_hyperparams`, name the masks (and any other
+    callable or int that is not a hyperparameter: ``layer_axes``,
+    ``mu_dtype=jnp.bfloat16``) in ``static_args``, as for :func:`lars`;
+    the numbers become hyperparameters in the state:
+
+    >>> from lars_optax import mask_by_name, trust_ratios_by_name
+    >>> tx = optax.inject_hyperparams(lamb, static_args=('mask',))(
+    ...     learning_rate=1e-3, weight_decay=1e-2, mask=mask_by_name('b'))
+    >>> params = {'w': jnp.ones((2, 2)), 'b': jnp.ones(2)}
+    >>> state = tx.init(params)
+    >>> _, state = tx.update(params, state, params)
+    >>> print(f"{float(state.hyperparams['learning_rate']):.3f}")
+    0.001
+    >>> {k: round(float(v), 4) for k, v in trust_ratios_by_name(state).items()}
+    {'b': 1.0, 'w': 0.9901}
 
   References:
     You, Li, Reddi, Hseu, Kumar, Bhojanapalli, Song, Demmel, Keutzer and
@@ -157,7 +180,11 @@ def lamb(
     minutes <https://arxiv.org/abs/1904.00962>`_, ICLR 2020
     (arXiv:1904.00962), Algorithm 2.
   """
-  _check_learning_rate(learning_rate)
+  _check_static(mask=mask, mu_dtype=mu_dtype)
+  if mask is not None and weight_decay_mask is not None:
+    raise ValueError("Give `mask` (optax.lamb's name) or `weight_decay_mask`, "
+                     "not both.")
+  _check_schedule("learning_rate", learning_rate)
   _check("b1", b1, lambda v: 0 <= v < 1, "in [0, 1)")
   _check("b2", b2, lambda v: 0 <= v < 1, "in [0, 1)")
   _check("eps", eps, lambda v: v >= 0, "non-negative")
@@ -172,7 +199,7 @@ def lamb(
           weight_decay=weight_decay,
           trust_coefficient=1.0,
           formula="combined",
-          weight_decay_mask=weight_decay_mask,
+          weight_decay_mask=mask if mask is not None else weight_decay_mask,
           trust_ratio_mask=trust_ratio_mask,
           layer_axes=layer_axes,
           axis_name=axis_name,

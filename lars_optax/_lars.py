@@ -4,6 +4,7 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lars_optax import _masks
@@ -49,15 +50,33 @@ def _check(name: str, value: Any, ok: Any, requirement: str) -> None:
     raise ValueError(f"`{name}` must be {requirement}, got {value!r}.")
 
 
-def _check_learning_rate(learning_rate: optax.ScalarOrSchedule) -> None:
-  if callable(learning_rate):
+def _check_schedule(name: str, value: optax.ScalarOrSchedule) -> None:
+  """A float, or a schedule's value at step 0, must be non-negative."""
+  if callable(value):
     try:
-      first = learning_rate(0)
+      first = value(0)
     except Exception:  # pylint: disable=broad-except
       return  # a schedule that needs more than a step count: not our concern
-    _check("learning_rate", first, lambda v: v >= 0, "non-negative (at step 0)")
+    _check(name, first, lambda v: v >= 0, "non-negative (at step 0)")
   else:
-    _check("learning_rate", learning_rate, lambda v: v >= 0, "non-negative")
+    _check(name, value, lambda v: v >= 0, "non-negative")
+
+
+def _check_static(**arguments: Any) -> None:
+  """Raises for arguments that must be Python values but are arrays.
+
+  optax.inject_hyperparams makes an array of every int and float it is given
+  and of the value of every callable (taken for a schedule) at the step
+  count, unless the argument is named in its ``static_args``.
+  """
+  names = tuple(name for name, value in arguments.items()
+                if isinstance(value, (jax.Array, np.ndarray)))
+  if names:
+    raise ValueError(
+        f"{', '.join(f'`{name}`' for name in names)}: got an array where a "
+        "Python value is needed (a bool, str, int, dtype, mask or callable). "
+        "optax.inject_hyperparams makes arrays of numbers and of callables' "
+        f"values at the step count: pass static_args={names!r}.")
 
 
 def _static_layer_axes(layer_axes: Any, params: Any) -> list[int]:
@@ -86,12 +105,18 @@ def _ratio_dtype(param: jax.Array) -> jnp.dtype:
   return jnp.finfo(_numerics.accumulation_dtype(param.dtype)).dtype
 
 
-def _check_bounds(name: str, bounds: Any) -> Optional[tuple[float, float]]:
-  """``bounds`` as a pair of floats with 0 <= low <= high, or None."""
+def _check_bounds(name: str, bounds: Any) -> Any:
+  """``bounds`` as a pair (low, high) with 0 <= low <= high, or None.
+
+  Concrete bounds come back as floats; traced ones (an array of bounds
+  injected as a hyperparameter, under jit) as they are, unchecked.
+  """
   if bounds is None:
     return None
   message = (f"`{name}` must be None or a pair (low, high) of numbers with "
              f"0 <= low <= high, got {bounds!r}.")
+  if isinstance(bounds, jax.core.Tracer):
+    return bounds[0], bounds[1]
   try:
     low, high = (float(value) for value in bounds)
   except (TypeError, ValueError):
@@ -134,7 +159,7 @@ def _larc_clip(ratio, gamma):
 
 def scale_by_lars(
     *,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     trust_coefficient: float = 0.001,
     eps: float = 0.0,
     formula: str = "paper",
@@ -199,14 +224,16 @@ def scale_by_lars(
 
   Args:
     weight_decay: :math:`\beta`, added to the gradient as :math:`\beta w`
-      and used in the trust ratio.
+      and used in the trust ratio: a float or a schedule of the update count
+      (read at the same step for both).
     trust_coefficient: :math:`\eta`, the trust coefficient (paper: 0.001).
     eps: :math:`\epsilon`, added to the denominator of the trust ratio.
     formula: ``"paper"`` (Algorithm 1 of You et al.; also timm, apex LARC and
       the MLPerf reference) or ``"combined"`` (optax.lars, SimCLR, BYOL).
     weight_decay_mask: where to apply weight decay: a pytree of bools like
       the params (or a prefix of them), or a callable ``params -> pytree``,
-      as :func:`optax.masked` takes. None (default) decays every leaf.
+      as :func:`optax.masked` takes; ``True`` for every leaf, ``False`` for
+      none. None (default) decays every leaf.
     trust_ratio_mask: where to apply the trust ratio, same forms; elsewhere
       :math:`\lambda = 1`. None (default) adapts every leaf.
     trust_clip: LARC clipping, the layer's learning rate
@@ -241,8 +268,9 @@ def scale_by_lars(
     :class:`ScaleByLarsState`.
 
   Raises:
-    ValueError: at build time for negative ``weight_decay`` or ``eps``,
-      ``trust_coefficient <= 0``, an unknown ``formula`` or
+    ValueError: at build time for negative ``weight_decay`` (for a schedule:
+      at step 0) or ``eps``, ``trust_coefficient <= 0``, an array where a
+      static value is needed (see :func:`lars`), an unknown ``formula`` or
       ``zero_gradient_trust_ratio``, bounds that are not a pair with
       ``0 <= low <= high``, or ``trust_clip`` without ``learning_rate``; at
       init/update for masks or ``layer_axes`` that do not match the params,
@@ -264,7 +292,11 @@ def scale_by_lars(
     UCB/EECS-2017-156, 2017 (arXiv:1708.03888, later retitled "Large Batch
     Training of Convolutional Networks").
   """
-  _check("weight_decay", weight_decay, lambda v: v >= 0, "non-negative")
+  _check_static(formula=formula, weight_decay_mask=weight_decay_mask,
+                trust_ratio_mask=trust_ratio_mask, trust_clip=trust_clip,
+                layer_axes=layer_axes, axis_name=axis_name,
+                zero_gradient_trust_ratio=zero_gradient_trust_ratio)
+  _check_schedule("weight_decay", weight_decay)
   _check("trust_coefficient", trust_coefficient, lambda v: v > 0, "positive")
   _check("eps", eps, lambda v: v >= 0, "non-negative")
   if formula not in _FORMULAS:
@@ -280,7 +312,8 @@ def scale_by_lars(
   if trust_clip and learning_rate is None:
     raise ValueError("`trust_clip=True` needs the `learning_rate` it clips at.")
   clip_at: optax.ScalarOrSchedule = 0.0 if learning_rate is None else learning_rate
-  no_weight_decay = _concrete_float(weight_decay) == 0.0
+  no_weight_decay = (not callable(weight_decay)
+                     and _concrete_float(weight_decay) == 0.0)
 
   def resolve(params):
     return (
@@ -324,6 +357,8 @@ def scale_by_lars(
     grads = jax.tree.leaves(jax.tree.map(lambda g, _: g, updates, params))
     if trust_clip:
       gamma = clip_at(state.count) if callable(clip_at) else clip_at
+    beta_t = (weight_decay(state.count) if callable(weight_decay)
+              else weight_decay)
 
     new_updates, ratios = [], []
     for w, g, decayed, adapted, k in zip(weights, grads, decay, adapt,
@@ -331,7 +366,7 @@ def scale_by_lars(
       dtype = _numerics.accumulation_dtype(w.dtype)
       w_, g_ = w.astype(dtype), g.astype(dtype)
       decayed = decayed and not no_weight_decay
-      beta = weight_decay if decayed else 0.0
+      beta = beta_t if decayed else 0.0
       u = g_ + beta * w_ if decayed else g_
       ratio = jnp.ones(w.shape[:k], _ratio_dtype(w))
       if adapted:
@@ -353,15 +388,15 @@ def scale_by_lars(
 
 def lars(
     learning_rate: optax.ScalarOrSchedule,
-    *,
-    weight_decay: float = 0.0,
-    momentum: float = 0.9,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay_mask: Optional[_masks.Mask] = None,
     trust_coefficient: float = 0.001,
     eps: float = 0.0,
-    nesterov: bool = False,
-    formula: str = "paper",
-    weight_decay_mask: Optional[_masks.Mask] = None,
     trust_ratio_mask: Optional[_masks.Mask] = None,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    *,
+    formula: str = "paper",
     trust_clip: bool = False,
     layer_axes: Any = None,
     axis_name: _numerics.AxisName = None,
@@ -393,17 +428,26 @@ def lars(
   ``trust_ratio_mask=exclude_bias_and_norm`` for the common recipe that
   skips biases and normalisation parameters.
 
+  The positional parameters are those of :func:`optax.lars`, in its order
+  and with its names and meanings (a mask of ``True`` is every leaf, as
+  optax's default; None here is the same); the options only this one has
+  are keyword-only.
+
   Args:
     learning_rate: :math:`\gamma_t`, a float or a schedule (step -> value),
       e.g. :func:`lars_optax.warmup_polynomial_decay_schedule`.
-    weight_decay: :math:`\beta`.
-    momentum: :math:`m`, in [0, 1).
+    weight_decay: :math:`\beta`, a float or a schedule of the update count.
+    weight_decay_mask: where to decay: a pytree of bools like the params (or
+      a prefix of them), a callable ``params -> pytree`` such as
+      :func:`exclude_bias_and_norm`, or one bool for every leaf. None
+      (default) decays every leaf.
     trust_coefficient: :math:`\eta` (paper: 0.001).
     eps: :math:`\epsilon`, added to the trust-ratio denominator.
+    trust_ratio_mask: where to adapt, same forms; elsewhere
+      :math:`\lambda = 1`. None (default) adapts every leaf.
+    momentum: :math:`m`, in [0, 1).
     nesterov: use Nesterov momentum.
     formula: ``"paper"`` or ``"combined"``, see :func:`scale_by_lars`.
-    weight_decay_mask: where to decay (pytree of bools or callable).
-    trust_ratio_mask: where to adapt (pytree of bools or callable).
     trust_clip: LARC clipping (timm, apex): the layer's learning rate is
       :math:`\min(\lambda_l, \gamma_t)` instead of
       :math:`\gamma_t \lambda_l`, see :func:`scale_by_lars`.
@@ -426,11 +470,14 @@ def lars(
     ``scale_by_lars -> scale_by_learning_rate -> trace``.
 
   Raises:
-    ValueError: when built with a negative learning rate (for a schedule: at
-      step 0), momentum outside [0, 1), negative weight decay or eps, a
+    ValueError: when built with a negative learning rate or weight decay
+      (for a schedule: at step 0), momentum outside [0, 1), negative eps, a
       non-positive trust coefficient, an unknown formula or
-      ``zero_gradient_trust_ratio``, or bounds that are not a pair with
-      ``0 <= low <= high``.
+      ``zero_gradient_trust_ratio``, bounds that are not a pair with
+      ``0 <= low <= high``, or an array for an argument that must be a
+      Python value (a mask, ``nesterov``, ``trust_clip``, ``formula``,
+      ``layer_axes``, ``axis_name``, ``mu_dtype``,
+      ``zero_gradient_trust_ratio``): see the note.
 
   Example:
     >>> import jax
@@ -449,9 +496,33 @@ def lars(
     0.08
 
   Note:
-    Masks are callables; under :func:`optax.inject_hyperparams` pass them
-    (and ``layer_axes``) in ``static_args`` so they are not taken for
-    schedules.
+    :func:`optax.inject_hyperparams` takes every callable argument for a
+    schedule of the step count, and makes an array of every number. Name
+    the masks, and any other argument given as a callable or an int that is
+    not a hyperparameter (``layer_axes``, ``mu_dtype=jnp.bfloat16``), in
+    ``static_args``; the numbers (``learning_rate``, ``weight_decay``,
+    ``momentum``, ``trust_coefficient``, ``eps``) become hyperparameters
+    in the state, to log or to change:
+
+    >>> from lars_optax import exclude_bias_and_norm, trust_ratios_by_name
+    >>> tx = optax.inject_hyperparams(
+    ...     lars, static_args=('weight_decay_mask', 'trust_ratio_mask'))(
+    ...     learning_rate=0.1, weight_decay=1e-4,
+    ...     weight_decay_mask=exclude_bias_and_norm,
+    ...     trust_ratio_mask=exclude_bias_and_norm)
+    >>> params = {'w': jnp.ones((2, 2)), 'b': jnp.zeros(2)}
+    >>> state = tx.init(params)
+    >>> _, state = tx.update(params, state, params)
+    >>> print(f"{float(state.hyperparams['learning_rate']):.2f}")
+    0.10
+    >>> {k: round(float(v), 6) for k, v in trust_ratios_by_name(state).items()}
+    {'b': 1.0, 'w': 0.001}
+
+    Without ``static_args``, :func:`exclude_bias_and_norm`,
+    :func:`mask_by_name` and the arguments that would come in as arrays
+    raise at ``init``. A mask function of your own cannot be caught: called
+    with the step count, one that maps each array to a bool returns one
+    bool, which then applies to every leaf.
 
   References:
     You, Gitman and Ginsburg, `Scaling SGD Batch Size to 32K for ImageNet
@@ -459,7 +530,8 @@ def lars(
     UCB/EECS-2017-156, 2017 (arXiv:1708.03888, later retitled "Large Batch
     Training of Convolutional Networks").
   """
-  _check_learning_rate(learning_rate)
+  _check_static(nesterov=nesterov, mu_dtype=mu_dtype)
+  _check_schedule("learning_rate", learning_rate)
   _check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
   return optax.chain(
       # 1. g -> lambda * (g + beta * w), per layer (masks applied inside, so

@@ -1,8 +1,9 @@
 """Masks choosing which parameters LARS adapts or decays, failing loudly.
 
-A mask is a pytree of booleans shaped like the params (or a prefix of them),
-or a callable ``params -> mask``, as :func:`optax.masked` takes. ``True``
-means "apply" (adapt the learning rate / decay the weight), ``False`` "skip".
+A mask is a pytree of booleans shaped like the params (or a prefix of them;
+a single bool is one for every leaf), or a callable ``params -> mask``, as
+:func:`optax.masked` takes. ``True`` means "apply" (adapt the learning rate /
+decay the weight), ``False`` "skip".
 """
 
 import re
@@ -141,6 +142,26 @@ def static_bools(option: Mask, params: Any, option_name: str) -> list[bool]:
   return out
 
 
+def reject_step_count(params: Any, function_name: str) -> None:
+  """Raises when a mask function is given a step count instead of params.
+
+  :func:`optax.inject_hyperparams` calls every callable argument that is not
+  named in ``static_args`` as a schedule, with the step count: an integer
+  scalar, which no params tree is. Left alone, the mask would then be one
+  bool for every leaf.
+  """
+  if isinstance(params, (int, np.integer)) or (
+      isinstance(params, (jax.Array, np.ndarray)) and params.ndim == 0
+      and np.issubdtype(params.dtype, np.integer)):
+    raise ValueError(
+        f"{function_name} was called with an integer scalar, not with params: "
+        "optax.inject_hyperparams calls every callable argument as a schedule "
+        "of the step count. Name the masks in static_args, e.g. "
+        "optax.inject_hyperparams(lars_optax.lars, static_args=("
+        "'weight_decay_mask', 'trust_ratio_mask')); for lamb's `mask`, "
+        "static_args=('mask',).")
+
+
 def exclude_bias_and_norm(params: Any) -> Any:
   """Mask that skips biases and normalisation parameters.
 
@@ -157,11 +178,17 @@ def exclude_bias_and_norm(params: Any) -> Any:
   Returns:
     A pytree of Python bools shaped like ``params``.
 
+  Raises:
+    ValueError: when given an integer scalar instead of params: what
+      :func:`optax.inject_hyperparams` passes to a mask that is not named in
+      its ``static_args``.
+
   Example:
     >>> import jax.numpy as jnp
     >>> exclude_bias_and_norm({'w': jnp.ones((3, 2)), 'b': jnp.zeros(2)})
     {'b': False, 'w': True}
   """
+  reject_step_count(params, "exclude_bias_and_norm")
   return jax.tree.map(lambda x: np.ndim(x) > 1, params)
 
 
@@ -186,7 +213,8 @@ def mask_by_name(*patterns: str, exclude: bool = True) -> Callable[[Any], Any]:
 
   Raises:
     ValueError: at build time for no or invalid patterns; when called, if a
-      pattern matches no parameter (the message lists the names).
+      pattern matches no parameter (the message lists the names) or if given
+      a step count instead of params (see :func:`exclude_bias_and_norm`).
 
   Example:
     >>> import jax.numpy as jnp
@@ -207,6 +235,7 @@ def mask_by_name(*patterns: str, exclude: bool = True) -> Callable[[Any], Any]:
       raise ValueError(f"invalid regular expression {pattern!r}: {error}") from None
 
   def mask_fn(params: Any) -> Any:
+    reject_step_count(params, "mask_by_name's mask")
     names = parameter_names(params)
     unmatched = [
         p.pattern for p in compiled if not any(p.search(n) for n in names)

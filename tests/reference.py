@@ -12,8 +12,9 @@ parameter leaf), step t:
     v_l <- m * v_l + gamma_t * lambda_l * (g_l + beta * w_l)
     w_l <- w_l - v_l                        (Nesterov: w_l - (m * v_l + step))
 
-With LARC clipping (timm's trust_clip, apex's LARC clip) the layer's learning
-rate gamma_t * lambda_l becomes min(lambda_l, gamma_t).
+With LARC clipping (timm's trust_clip, apex's LARC clip) the learning rate
+gamma_t * lambda_l of an adapted layer becomes min(lambda_l, gamma_t); a layer
+outside the trust-ratio mask keeps gamma_t (timm clips inside its adaptation).
 
 `timm_lars_steps` transcribes timm's Lars loop instead (learning rate outside
 the momentum buffer), the peer the clip is checked against.
@@ -27,6 +28,12 @@ min/max coefficients), `weight_norm_bounds` clips ||w|| in the numerator (the
 LAMB paper's phi), and `zero_gradient="one"` sets lambda = 1 where the
 gradient (LAMB: Adam's direction) is zero (timm's Lars, MLPerf). Neither
 bound applies where lambda is the 1 of a zero norm.
+
+The norms are exact (float64) unless `trust_ratio` is given `norm` (e.g.
+`float32_norm`, float32 accumulation with its overflow and underflow) and
+`tiny` (norms below it count as zero: float32's smallest normal number for
+the library's rule on denormal norms). A norm that is infinite (its squares
+overflowed) gives lambda = 0, a zero step, which no bound changes.
 """
 
 import numpy as np
@@ -40,23 +47,45 @@ def bound(value, bounds):
   return min(max(value, low), high)
 
 
+def float32_norm(x, flush_denormals=False):
+  """||x|| as float32 arithmetic gives it: squares and their sum in float32
+  (infinite when they overflow); with ``flush_denormals``, as XLA on CPU does,
+  squares below float32's smallest normal number are 0."""
+  x = np.asarray(x, np.float32).ravel()
+  with np.errstate(over="ignore", under="ignore"):
+    squares = x * x
+    if flush_denormals:
+      squares = np.where(squares < np.finfo(np.float32).tiny, 0, squares)
+    return float(np.sqrt(np.sum(squares, dtype=np.float32)))
+
+
+def _exact_norm(x):
+  return float(np.linalg.norm(np.ravel(x)))
+
+
 def trust_ratio(w, g, *, weight_decay, trust_coefficient, eps, formula,
                 ratio_bounds=None, weight_norm_bounds=None,
-                zero_gradient="formula"):
+                zero_gradient="formula", norm=_exact_norm, tiny=0.0):
   w = np.asarray(w, np.float64)
   g = np.asarray(g, np.float64)
-  w_norm = np.linalg.norm(w.ravel())
+  w_norm = norm(w)
   if formula == "paper":
-    d_norm = np.linalg.norm(g.ravel()) + weight_decay * w_norm
+    d_norm = norm(g) + weight_decay * w_norm
   elif formula == "combined":
-    d_norm = np.linalg.norm((g + weight_decay * w).ravel())
+    d_norm = norm(g + weight_decay * w)
   else:
     raise ValueError(formula)
   numerator = bound(w_norm, weight_norm_bounds)
-  if numerator == 0 or d_norm == 0:
+
+  def negligible(value):
+    return value == 0 or value < tiny
+
+  if negligible(numerator) or negligible(d_norm):
     return 1.0
-  if zero_gradient == "one" and np.linalg.norm(g.ravel()) == 0:
+  if zero_gradient == "one" and negligible(norm(g)):
     return 1.0
+  if not (np.isfinite(numerator) and np.isfinite(d_norm)):
+    return 0.0
   return bound(trust_coefficient * numerator / (d_norm + eps), ratio_bounds)
 
 
@@ -71,8 +100,10 @@ def lars_steps(params, grads_fn, learning_rate, num_steps, *, weight_decay=0.0,
     grads_fn: (step, params) -> dict name -> gradient array.
     learning_rate: float or callable step -> float (gamma_t).
     num_steps: number of steps.
+    weight_decay: float or callable step -> float (beta_t).
     weight_decay_mask, trust_ratio_mask: dict name -> bool (default all True).
-    trust_clip: LARC clipping, the layer's learning rate min(lambda, gamma_t).
+    trust_clip: LARC clipping, the learning rate min(lambda, gamma_t) of each
+      adapted layer.
     **switches: ratio_bounds, weight_norm_bounds, zero_gradient (see the
       module docstring).
     (other arguments as in the paper; see the module docstring.)
@@ -86,18 +117,20 @@ def lars_steps(params, grads_fn, learning_rate, num_steps, *, weight_decay=0.0,
   history, ratios = [], []
   for t in range(num_steps):
     gamma = learning_rate(t) if callable(learning_rate) else learning_rate
+    decay = weight_decay(t) if callable(weight_decay) else weight_decay
     grads = grads_fn(t, w)
     step_ratios = {}
     for k in w:
       g = np.asarray(grads[k], np.float64)
-      beta = weight_decay if (weight_decay_mask or {}).get(k, True) else 0.0
-      if (trust_ratio_mask or {}).get(k, True):
+      beta = decay if (weight_decay_mask or {}).get(k, True) else 0.0
+      adapted = (trust_ratio_mask or {}).get(k, True)
+      if adapted:
         lam = trust_ratio(w[k], g, weight_decay=beta,
                           trust_coefficient=trust_coefficient, eps=eps,
                           formula=formula, **switches)
       else:
         lam = 1.0
-      local_rate = min(lam, gamma) if trust_clip else gamma * lam
+      local_rate = min(lam, gamma) if trust_clip and adapted else gamma * lam
       if trust_clip:
         step_ratios[k] = local_rate / gamma if gamma > 0 else 1.0
       else:
@@ -166,7 +199,8 @@ def lamb_steps(params, grads_fn, learning_rate, num_steps, *, b1=0.9, b2=0.999,
       w <- w - gamma_t * phi(||w||) / ||u|| * u
 
   The paper leaves phi(||w||) / ||u|| undefined where a norm is 0; like every
-  implementation this one uses 1 there.
+  implementation this one uses 1 there. ``learning_rate`` and
+  ``weight_decay`` are floats or callables of the step t = 0, 1, ...
 
   Returns:
     (list of params dicts after each step, list of {name: lambda} per step).
@@ -177,6 +211,7 @@ def lamb_steps(params, grads_fn, learning_rate, num_steps, *, b1=0.9, b2=0.999,
   history, ratios = [], []
   for t in range(num_steps):
     gamma = learning_rate(t) if callable(learning_rate) else learning_rate
+    decay = weight_decay(t) if callable(weight_decay) else weight_decay
     grads = grads_fn(t, w)
     step_ratios = {}
     for k in w:
@@ -185,7 +220,7 @@ def lamb_steps(params, grads_fn, learning_rate, num_steps, *, b1=0.9, b2=0.999,
       v[k] = b2 * v[k] + (1 - b2) * g * g
       r = (m[k] / (1 - b1 ** (t + 1))) / (
           np.sqrt(v[k] / (1 - b2 ** (t + 1))) + eps)
-      beta = weight_decay if (weight_decay_mask or {}).get(k, True) else 0.0
+      beta = decay if (weight_decay_mask or {}).get(k, True) else 0.0
       u = r + beta * w[k]
       lam = 1.0
       if (trust_ratio_mask or {}).get(k, True):
