@@ -13,6 +13,7 @@ from absl import logging
 
 import lars_optax
 from experiments import steps
+from experiments.user_errors import ConfigError
 
 OPTIMIZERS = ("lars", "lars_global", "optax_lars", "sgd", "lamb")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
@@ -27,6 +28,28 @@ class Schedule:
   steps_per_epoch: int
 
 
+def peak_learning_rate(config) -> float:
+  """``base_learning_rate`` scaled from ``base_batch_size`` by ``lr_scaling``."""
+  if config.lr_scaling == "none":
+    return float(config.base_learning_rate)
+  return float(lars_optax.scale_learning_rate(
+      config.base_learning_rate, config.global_batch_size,
+      base_batch_size=config.base_batch_size, rule=config.lr_scaling))
+
+
+def check_config(config) -> None:
+  """Builds the schedule's shape and the optimizer once: a value the library
+  rejects becomes one ConfigError, before any data is read."""
+  try:
+    peak = peak_learning_rate(config)
+    create_optimizer(config, peak)
+    lars_optax.warmup_polynomial_decay_schedule(
+        peak, 0, 1, end_value=config.end_learning_rate, power=config.power)
+  except ValueError as error:
+    raise ConfigError(f"the optimizer or its schedule rejects the config: "
+                      f"{error}") from None
+
+
 def create_learning_rate_schedule(config, steps_per_epoch: int) -> Schedule:
   """Warm-up then polynomial decay, peak LR scaled from base_batch_size.
 
@@ -35,12 +58,7 @@ def create_learning_rate_schedule(config, steps_per_epoch: int) -> Schedule:
   or longer where ``config.warmup_fraction`` (of the run) or
   ``config.min_warmup_steps`` ask for more.
   """
-  if config.lr_scaling == "none":
-    peak = float(config.base_learning_rate)
-  else:
-    peak = float(lars_optax.scale_learning_rate(
-        config.base_learning_rate, config.global_batch_size,
-        base_batch_size=config.base_batch_size, rule=config.lr_scaling))
+  peak = peak_learning_rate(config)
   total = int(config.get("num_train_steps", 0) or 0)
   if total <= 0:
     total = max(1, int(round(config.num_epochs * steps_per_epoch)))

@@ -69,6 +69,7 @@ def validate_config(
   if config.clip_gradient_norm < 0:
     raise ConfigError("config.clip_gradient_norm must be >= 0 (0: no clipping), "
                       f"got {config.clip_gradient_norm}.")
+  optimizers.check_config(config)
   if config.shard_params and config.loop != "jit":
     raise ConfigError("config.shard_params=True needs config.loop='jit' "
                       "(pmap keeps a full copy of the state on every device).")

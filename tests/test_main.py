@@ -177,3 +177,28 @@ def test_a_config_saved_before_a_field_existed_resumes_with_its_old_value():
   assert resume.changed_fields(config, saved) == {}
   config.grad_accum_steps = 2
   assert resume.changed_fields(config, saved) == {"grad_accum_steps": (1, 2)}
+
+
+# Every value the library rejects, as the command line reports it.
+LIBRARY_ERRORS = [
+    (("--config.weight_decay=-0.1",), "`weight_decay` must be non-negative"),
+    (("--config.momentum=1.0",), "`momentum` must be in [0, 1)"),
+    (("--config.lars.trust_coefficient=0",), "`trust_coefficient` must be positive"),
+    (("--config.lars.eps=-1",), "`eps` must be non-negative"),
+    (("--config.lars.formula=both",), "`formula` must be one of"),
+    (("--config.base_learning_rate=-1", "--config.lr_scaling=none"),
+     "`learning_rate` must be non-negative"),
+    (("--config.end_learning_rate=-1",), "`end_value` must be finite and non-negative"),
+    (("--config.power=0",), "`power` must be positive"),
+    (("--config.optimizer=lamb", "--config.weight_decay=-1"),
+     "`weight_decay` must be non-negative"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,message", LIBRARY_ERRORS,
+                         ids=[a[0].split("=")[0][9:] for a, _ in LIBRARY_ERRORS])
+def test_a_value_the_library_rejects_is_one_line(args, message, tmp_path):
+  result = main(*args, workdir=tmp_path / "run")
+  assert_one_line_error(result, "rejects the config", message)
+  assert not (tmp_path / "run" / "config.json").exists()  # stopped before writing
