@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 MANUAL_DIR ?= $(wildcard ../shared/datasets)
 WORKDIR ?= runs/default
 
-.PHONY: train test test-floors venv clean
+.PHONY: train test test-floors docs venv clean
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,19 @@ test: venv
 	$(PY) -m ruff check experiments tests
 	$(PY) -m mypy
 	$(PY) -m pytest -q -n auto --dist worksteal tests --doctest-modules lars_optax
+
+# The docs (docs/: Sphinx, MyST, myst-nb) as HTML in docs/_build/html, warnings
+# as errors; notebooks 01 and 03 run on their small settings, with the data of
+# MANUAL_DIR (and LARS_OPTAX_DATA_DIR, when set, as the tfds data_dir).
+DOCS_INSTALLED := $(VENV)/.docs-installed
+$(DOCS_INSTALLED): $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $@
+
+docs: $(DOCS_INSTALLED)
+	LARS_OPTAX_NOTEBOOK_SMALL=1 MPLBACKEND=Agg \
+	  $(if $(MANUAL_DIR),LARS_OPTAX_SHARED_DATASETS=$(abspath $(MANUAL_DIR))) \
+	  $(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 # The library's tests at its declared floors (pyproject.toml), in a separate
 # environment without flax or tfds (CI runs it after `make test`).
