@@ -9,12 +9,19 @@ MANUAL_DIR ?= $(wildcard ../shared/datasets)
 WORKDIR ?= runs/default
 
 .PHONY: train test test-floors docs venv clean
-venv: $(VENV)/.installed
+venv: $(VENV)/.library
 
+# The dependencies, then the library itself as a regular (not editable)
+# install, renewed when its files change: commands run from the checkout
+# import it from there, notebooks and tools elsewhere from the venv.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[train,tf,test]"
+	$(PY) -m pip install -q ".[train,tf,test]"
+	touch $@
+
+$(VENV)/.library: $(VENV)/.installed $(wildcard lars_optax/*)
+	$(PY) -m pip install -q --no-deps --force-reinstall .
 	touch $@
 
 train: venv
