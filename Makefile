@@ -39,11 +39,11 @@ test: venv
 # MANUAL_DIR (and LARS_OPTAX_DATA_DIR, when set, as the tfds data_dir).
 DOCS_INSTALLED := $(VENV)/.docs-installed
 $(DOCS_INSTALLED): $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e ".[docs]"
+	$(PY) -m pip install -q ".[docs]"
 	touch $@
 
-docs: $(DOCS_INSTALLED)
-	LARS_OPTAX_NOTEBOOK_SMALL=1 MPLBACKEND=Agg \
+docs: $(VENV)/.library $(DOCS_INSTALLED)
+	LARS_OPTAX_NOTEBOOK_SMALL=1 \
 	  $(if $(MANUAL_DIR),LARS_OPTAX_SHARED_DATASETS=$(abspath $(MANUAL_DIR))) \
 	  $(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 

@@ -7,6 +7,7 @@ import os
 import pathlib
 import shutil
 import sys
+import tomllib
 
 DOCS = pathlib.Path(__file__).resolve().parent
 REPO = DOCS.parent
@@ -16,7 +17,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(DOCS / "_ext"))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 import lars_optax  # noqa: E402  (after the path is set)
 
@@ -80,9 +80,8 @@ def _notebook_environment(app, docname, source):
   """The environment of the kernel that runs the notebook Sphinx reads next.
 
   The quickstart runs as after `pip install lars-optax`: without the checkout
-  on its path, and with a tfds data_dir of its own under the build folder
-  (tfds.load prepares tfrecord files; the training side's array_record data,
-  in LARS_OPTAX_DATA_DIR or tfds's default folder, is for the others).
+  on its path, and with a tfds data_dir of its own under the build folder, so
+  that it prepares its data as a new user's runtime does.
   """
   del source
   path = [p for p in os.environ["PYTHONPATH"].split(os.pathsep)
@@ -106,7 +105,8 @@ def setup(app):
 html_theme = "sphinx_book_theme"
 html_title = "lars_optax"
 html_theme_options = {
-    "repository_url": "https://github.com/lars-optax/lars_optax",
+    "repository_url": tomllib.loads((REPO / "pyproject.toml").read_text())[
+        "project"]["urls"]["Repository"],
     "use_repository_button": True,
     "path_to_docs": "docs",
     "show_toc_level": 2,
