@@ -95,6 +95,26 @@ def test_loops_match_one_device(batch_norm):
   assert len(set(reference_losses)) == num_steps
 
 
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs several devices")
+def test_jit_loop_matches_one_device():
+  """The quick subset's check against one device (the test above adds pmap,
+  sharded params and per-device BatchNorm): two steps of the jit loop with the
+  batch split over every device and global BatchNorm."""
+  num_steps = 2
+  info = DatasetInfo("mnist", 256, 64, 10, (12, 12, 1))
+  batches = _batches(num_steps, 32)
+  config = tiny_config(global_batch_size=32, warmup_epochs=0.5,
+                       num_train_steps=num_steps)
+  reference, reference_losses = _run_steps(
+      config, info, batches, mesh=loops.make_mesh(jax.devices()[:1]))
+  state, losses = _run_steps(config, info, batches)
+  np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+  _assert_trees_close(state["params"], reference["params"])
+  _assert_trees_close(state["batch_stats"], reference["batch_stats"])
+  assert int(state["step"]) == num_steps
+  assert len(set(reference_losses)) == num_steps  # it trained
+
+
 @pytest.mark.skipif(jax.device_count() != 8, reason="shapes of 8 shards")
 def test_shard_params_really_shards():
   info = DatasetInfo("mnist", 256, 64, 10, (28, 28, 1))
