@@ -15,6 +15,7 @@ import os
 import grain
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from experiments.data import pipeline
 from experiments.data import preparation
@@ -60,6 +61,64 @@ def _digest(batches) -> str:
 # API: from a checkout of that commit,
 #   git archive 7d18686 experiments tests | tar -x -C /tmp/old_code
 #   cd /tmp/old_code && DATA_DIR=<fashion_mnist data_dir> python digests.py
+# They only say that the batches did not change. What makes them right is the
+# independent check beside them: the same batches transcribed in NumPy from
+# the module docstring's rules and the raw tfds records (`_transcribed_*`).
+
+# Mean and standard deviation of the pixels / 255 (the datasets' usual values).
+PIXEL_STATS = {"mnist": (0.1307, 0.3081), "fashion_mnist": (0.2860, 0.3530)}
+
+
+def _raw_split(name, data_dir, split):
+  """(uint8 images, labels) of a tfds split in record order, read with tfds
+  alone."""
+  records = tfds.builder(name, data_dir=data_dir).as_data_source(split=split)
+  records = [records[i] for i in range(len(records))]
+  return (np.stack([np.asarray(r["image"]) for r in records]),
+          np.asarray([r["label"] for r in records]))
+
+
+def _normalised(name, images):
+  mean, std = PIXEL_STATS[name]
+  return (images / 255.0 - mean) / std
+
+
+def _transcribed_train(name, images, labels, *, seed, batch_size, steps):
+  """The train batches of ``steps``: epoch e's order is a permutation drawn
+  from (seed, e) (seed words, stream 0), the batch of step s its part k, with
+  e, k = divmod(s, steps per epoch); no augmentation for MNIST-like data."""
+  per_epoch = len(labels) // batch_size
+  batches = []
+  for step in steps:
+    epoch, k = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, 0, 0, epoch]).permutation(len(labels))
+    rows = order[k * batch_size:(k + 1) * batch_size]
+    batches.append({"image": _normalised(name, images[rows]),
+                    "label": labels[rows]})
+  return batches
+
+
+def _transcribed_eval(name, images, labels, *, batch_size):
+  """Every example once, in order, the last batch padded (zeros, mask 0)."""
+  padded = -(-len(labels) // batch_size) * batch_size - len(labels)
+  image = np.concatenate([_normalised(name, images),
+                          np.zeros((padded, *images.shape[1:]))])
+  label = np.concatenate([labels, np.zeros(padded, labels.dtype)])
+  mask = np.concatenate([np.ones(len(labels)), np.zeros(padded)])
+  return [{"image": image[i:i + batch_size], "label": label[i:i + batch_size],
+           "mask": mask[i:i + batch_size]}
+          for i in range(0, len(label), batch_size)]
+
+
+def _assert_batches_match(got, want):
+  """Labels and masks exactly; images to float32 rounding."""
+  assert len(got) == len(want)
+  for a, b in zip(got, want):
+    assert sorted(a) == sorted(b)
+    np.testing.assert_array_equal(a["label"], b["label"])
+    if "mask" in b:
+      np.testing.assert_array_equal(a["mask"], b["mask"])
+    np.testing.assert_allclose(a["image"], b["image"], rtol=1e-6, atol=1e-6)
 # where digests.py makes the iterators below with datasets.prepare(dict) and
 # input_pipeline.train_iterator / eval_iterator, and prints _digest of each.
 
@@ -82,8 +141,14 @@ def test_mock_batches_are_those_before_grain():
     train = _take(pipeline.train_iterator(config, info, global_batch_size=8,
                                           seed=5), 12)
     evaluation = list(pipeline.eval_iterator(config, info, batch_size=16))
+    raw_train = _raw_split(name, config.data_dir, "train")
+    raw_test = _raw_split(name, config.data_dir, "test")
   assert _digest(train) == BEFORE_GRAIN[(name, "train")]
   assert _digest(evaluation) == BEFORE_GRAIN[(name, "eval")]
+  _assert_batches_match(train, _transcribed_train(
+      name, *raw_train, seed=5, batch_size=8, steps=range(12)))
+  _assert_batches_match(evaluation, _transcribed_eval(name, *raw_test,
+                                                      batch_size=16))
 
 
 @pytest.mark.slow  # decodes Fashion-MNIST's 70k records: 10-30 s
@@ -101,15 +166,41 @@ def test_study_batches_are_those_before_grain(fashion_mnist_data_dir):
     return list(pipeline.eval_iterator(config, info, batch_size=batch_size,
                                        subset=subset))
 
-  got = {
-      "train seed 0, steps 0-2": _digest(train(0, 0)),
-      "train seed 1, steps 12-14": _digest(train(1, 12)),  # 13 steps per epoch
-      "validation": _digest(evaluate("validation")),
-      "eval": _digest(evaluate("eval")),
-      "train subset": _digest(evaluate("train", 8192)),
+  batches = {
+      "train seed 0, steps 0-2": train(0, 0),
+      "train seed 1, steps 12-14": train(1, 12),  # 13 steps per epoch
+      "validation": evaluate("validation"),
+      "eval": evaluate("eval"),
+      "train subset": evaluate("train", 8192),
   }
+  got = {key: _digest(value) for key, value in batches.items()}
   assert got == {key: digest for (name, key), digest in BEFORE_GRAIN.items()
                  if name == "fashion_mnist"}
+
+  # The same batches from the raw records and the documented rules: 5,000
+  # examples held out by a permutation drawn from the validation seed (stream
+  # 2), the first 5,000 of it; the rest, in order, is what trains.
+  name = "fashion_mnist"
+  images, labels = _raw_split(name, fashion_mnist_data_dir, "train")
+  order = np.random.default_rng([0, 0, 2]).permutation(len(labels))
+  held_out, kept = np.sort(order[:5000]), np.sort(order[5000:])
+  want = {
+      "train seed 0, steps 0-2": _transcribed_train(
+          name, images[kept], labels[kept], seed=0, batch_size=4096,
+          steps=range(3)),
+      "train seed 1, steps 12-14": _transcribed_train(
+          name, images[kept], labels[kept], seed=1, batch_size=4096,
+          steps=range(12, 15)),
+      "validation": _transcribed_eval(name, images[held_out], labels[held_out],
+                                      batch_size=4096),
+      "eval": _transcribed_eval(
+          name, *_raw_split(name, fashion_mnist_data_dir, "test"),
+          batch_size=4096),
+      "train subset": _transcribed_eval(name, images[kept], labels[kept],
+                                        batch_size=8192),
+  }
+  for key in want:
+    _assert_batches_match(batches[key], want[key])
 
 
 def test_batches_follow_the_documented_sampler():
