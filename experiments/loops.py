@@ -65,9 +65,7 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
 
 
 def _model_factory(config, info, *, batch_norm_axis_name, batch_norm_groups):
-  model_kwargs = config.get("model_kwargs") or {}
-  if hasattr(model_kwargs, "to_dict"):
-    model_kwargs = model_kwargs.to_dict()
+  model_kwargs = config.model_kwargs.to_dict()
 
   def make():
     return models.create_model(
@@ -75,7 +73,7 @@ def _model_factory(config, info, *, batch_norm_axis_name, batch_norm_groups):
         rngs=nnx.Rngs(config.seed),
         batch_norm_axis_name=batch_norm_axis_name,
         batch_norm_groups=batch_norm_groups,
-        dtype=jnp.dtype(config.get("model_dtype", "float32")),
+        dtype=jnp.dtype(config.model_dtype),
         image_shape=tuple(info.image_shape), **model_kwargs)
   return make
 
@@ -97,7 +95,7 @@ class _Loop:
     self.schedule = schedule
     self.mesh = make_mesh() if mesh is None else mesh
     self.num_devices = self.mesh.devices.size
-    self.accum_steps = config.get("grad_accum_steps", 1)
+    self.accum_steps = config.grad_accum_steps
     self.tx = optimizers.create_optimizer(config, schedule.fn)
     per_device = config.batch_norm == "per_device"
     if self.name == "jit":
@@ -106,7 +104,7 @@ class _Loop:
     else:
       axis = None if per_device else PMAP_AXIS
       groups = 1
-    if config.get("batch_norm_group_size", 0):  # groups of one micro-batch
+    if config.batch_norm_group_size:  # groups of one micro-batch
       groups = (config.global_batch_size // self.accum_steps
                 // config.batch_norm_group_size)
     self.make_model = _model_factory(config, info, batch_norm_axis_name=axis,

@@ -59,12 +59,12 @@ def create_learning_rate_schedule(config, steps_per_epoch: int) -> Schedule:
   ``config.min_warmup_steps`` ask for more.
   """
   peak = peak_learning_rate(config)
-  total = int(config.get("num_train_steps", 0) or 0)
+  total = config.num_train_steps
   if total <= 0:
     total = max(1, int(round(config.num_epochs * steps_per_epoch)))
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
-  warmup = max(warmup, math.ceil(config.get("warmup_fraction", 0.0) * total),
-               config.get("min_warmup_steps", 0))
+  warmup = max(warmup, math.ceil(config.warmup_fraction * total),
+               config.min_warmup_steps)
   if warmup >= total:  # a run shorter than its warm-up (a smoke test)
     logging.warning("Warm-up of %d steps >= the run's %d steps: warming up "
                     "for %d steps instead.", warmup, total, total - 1)

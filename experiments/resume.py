@@ -7,12 +7,15 @@ would silently mix two runs, so the run stops and names the fields, unless
 the user says the change is intended. Fields that only change what is logged,
 saved or shown may differ.
 """
+import dataclasses
 import json
 import os
 from typing import Any
 
 import ml_collections
 
+from experiments.configs import default
+from experiments.data.datasets import DataConfig
 from experiments.user_errors import ConfigError
 
 # Fields that do not change the trained parameters or the reported metrics.
@@ -23,8 +26,6 @@ NOT_AFFECTING_RESULTS = frozenset({
     "progress_bar", "plot", "data.data_dir", "data.manual_dir",
     "data.prefetch", "data.cache", "data.read_threads", "data.worker_processes",
 })
-# Fields a saved config may lack, with the value that reproduces its run.
-ADDED_FIELDS = {"grad_accum_steps": 1, "clip_gradient_norm": 0.0}
 CONFIG_FILE = "config.json"
 
 
@@ -37,11 +38,25 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def _resolved(tree: dict) -> dict[str, Any]:
+  """A config's fields over today's defaults (a field added since a run was
+  saved takes its default, which reproduces that run), with the data fields
+  as the run resolves them."""
+  fields = {**_flatten(json.loads(default.get_config().to_json())),
+            **_flatten(tree)}
+  data = DataConfig.from_config({key.removeprefix("data."): value
+                                 for key, value in fields.items()
+                                 if key.startswith("data.")})
+  fields.update({f"data.{key}": value
+                 for key, value in dataclasses.asdict(data).items()})
+  return fields
+
+
 def changed_fields(config: ml_collections.ConfigDict, saved: dict
                    ) -> dict[str, tuple[Any, Any]]:
   """{field: (saved value, new value)} of the result-changing differences."""
-  new = _flatten(json.loads(config.to_json()))
-  old = {**ADDED_FIELDS, **_flatten(saved)}
+  new = _resolved(json.loads(config.to_json()))
+  old = _resolved(saved)
   return {key: (old.get(key, "<unset>"), new.get(key, "<unset>"))
           for key in sorted(set(new) | set(old))
           if key not in NOT_AFFECTING_RESULTS and new.get(key) != old.get(key)}

@@ -14,6 +14,8 @@ from ml_collections import config_flags
 
 from experiments import cli
 from experiments import resume
+from experiments import train
+from experiments.configs import default
 from experiments.configs import tiny
 
 from tests.conftest import REPO, SHARED_DATASETS
@@ -177,6 +179,33 @@ def test_a_config_saved_before_a_field_existed_resumes_with_its_old_value():
   assert resume.changed_fields(config, saved) == {}
   config.grad_accum_steps = 2
   assert resume.changed_fields(config, saved) == {"grad_accum_steps": (1, 2)}
+  # A data field whose default moved to the recipe ("test" -> None) is the same.
+  saved["data"]["eval_split"], config.data.eval_split = "test[:512]", None
+  saved["data"]["cache"] = True
+  config.grad_accum_steps = 1
+  assert resume.changed_fields(config, saved) == {
+      "data.eval_split": ("test[:512]", "test")}
+
+
+def test_a_new_field_needs_only_its_default_and_its_consumer(monkeypatch):
+  """Adding a result-affecting field: its default in configs/default.py, and
+  the code that reads it; resuming, validation and the data config follow."""
+  saved = json.loads(tiny.get_config().to_json())  # a run from before the field
+  get_config = default.get_config
+
+  def with_new_field():
+    config = get_config()
+    config.label_smoothing = 0.0
+    return config
+
+  monkeypatch.setattr(default, "get_config", with_new_field)
+  config = tiny.get_config()
+  assert config.label_smoothing == 0.0  # variants inherit it
+  assert resume.changed_fields(config, saved) == {}
+  train.validate_config(config, num_devices=1, num_local_devices=1,
+                        process_count=1)
+  config.label_smoothing = 0.1
+  assert resume.changed_fields(config, saved) == {"label_smoothing": (0.0, 0.1)}
 
 
 # Every value the library rejects, as the command line reports it.

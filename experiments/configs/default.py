@@ -48,12 +48,25 @@ def get_config() -> ml_collections.ConfigDict:
   # Root with <name>/ folders of the original files (../shared/datasets).
   config.data.manual_dir = ml_collections.config_dict.placeholder(str)
   config.data.train_split = "train"  # tfds split spec, e.g. "train[:10%]"
-  config.data.eval_split = "test"
-  config.data.cache = True  # decode the split into memory once
   config.data.augment = True  # (no augmentation in the MNIST recipes)
-  config.data.prefetch = 1
+  config.data.prefetch = 1  # batches prepared ahead (0: none)
+  # None: the dataset's recipe decides (data/datasets.py): its test split
+  # ("validation" for imagenet2012); a decoded in-memory cache except for
+  # JPEG records; the images' own size; 1 thread with a cache or worker
+  # processes, else min(8, cores); as many worker processes as cores for JPEG
+  # records, else none.
+  config.data.eval_split = ml_collections.config_dict.placeholder(str)
+  config.data.cache = ml_collections.config_dict.placeholder(bool)
+  config.data.image_size = ml_collections.config_dict.placeholder(int)
+  config.data.read_threads = ml_collections.config_dict.placeholder(int)
+  config.data.worker_processes = ml_collections.config_dict.placeholder(int)
+  # Training examples held out as a validation set (0: none), chosen by
+  # validation_seed whatever the training seed.
+  config.data.validation_holdout = 0
+  config.data.validation_seed = 0
 
   config.model = "cnn"
+  config.model_kwargs = ml_collections.ConfigDict()  # the model's own options
   config.model_dtype = "float32"  # compute dtype ("bfloat16" on GPUs/TPUs)
   config.seed = 0
 
@@ -62,6 +75,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_norm = "global"  # "global" | "per_device"
   config.shard_params = False  # jit only: FSDP-style params/opt-state sharding
   config.grad_accum_steps = 1  # micro-batches per optimizer step (loops.py)
+  # > 0: BatchNorm over contiguous groups of this many examples (jit, global).
+  config.batch_norm_group_size = 0
 
   # Optimizer.
   # "lars" (ours) | "lars_global" (one trust ratio for the network) |
@@ -84,7 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.base_learning_rate = 2.5
   config.base_batch_size = 256
   config.lr_scaling = "sqrt"  # "linear" | "sqrt" | "none"
-  config.warmup_epochs = 1.0
+  config.warmup_epochs = 1.0  # or longer, where the next two ask for more
+  config.warmup_fraction = 0.0  # of the run's steps
+  config.min_warmup_steps = 0
   config.num_epochs = 5.0
   config.num_train_steps = 0  # > 0 overrides num_epochs
   config.end_learning_rate = 0.0
@@ -94,6 +111,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 1
   config.log_trust_ratios = True  # per-layer lambda in the metrics (lars only)
   config.eval_every_steps = -1  # -1: every epoch; 0: only at the end
+  config.eval_every_epochs = 0.0  # > 0: every this many epochs of examples instead
+  config.evaluate_train_split = False  # the loss over the training split at the end
   config.checkpoint_every_steps = 50  # 0: only at the end
   config.checkpoints_to_keep = 3
   config.tensorboard = True

@@ -1,42 +1,14 @@
 """The datasets (their recipes) and the data config, resolved once into ``DataConfig``.
 
 Datasets (tfds names): ``mnist``, ``fashion_mnist``, ``imagenet2012``.
-``DataConfig.from_config(config.data)`` applies the defaults below, checks
+``DataConfig.from_config(config.data)`` applies the defaults, checks
 every field (``ConfigError`` naming it) and returns a frozen ``DataConfig``;
 ``preparation.prepare``, the iterators of ``pipeline`` and the ``transforms``
 take that object and nothing else.
 
-Fields of ``config.data`` (an ``ml_collections.ConfigDict``, a mapping or an
-object with these attributes; a missing field or ``None`` takes the default)
---------------------------------------------------------------------------------
-==================  =========================  =====================================
-field               default                    meaning
-==================  =========================  =====================================
-name                (required)                 tfds name, one of ``SUPPORTED_DATASETS``
-data_dir            None (tfds default,        where the prepared array_record data
-                    ``~/tensorflow_datasets``) lives
-manual_dir          None                       root with ``<name>/`` folders, or the
-                                               folder with the original files
-cache               True for mnist and         decode a split into memory once
-                    fashion_mnist, False for
-                    imagenet2012
-augment             True                       training augmentation of the recipe
-prefetch            1                          batches prepared ahead (0: none, the
-                                               batch is made when it is asked for)
-read_threads        1 with cache or worker     threads preparing batches (in each
-                    processes, else            worker process, if any)
-                    min(8, cpu count)
-worker_processes    cpu count for JPEG         processes decoding and transforming
-                    (imagenet2012), else 0     batches (0: in this process)
-image_size          224 (imagenet2012 only)    side of the crops
-train_split         "train"                    tfds split spec, e.g. "train[:10%]"
-eval_split          "test" ("validation"
-                    for imagenet2012)
-validation_holdout  0                          examples held out of the train split
-                                               as a validation set (0: none)
-validation_seed     0                          seeds the choice of the held-out
-                                               examples (whatever the training seed)
-==================  =========================  =====================================
+The fields, their defaults and what they mean: ``config.data`` in
+``experiments/configs/default.py``. A field that is missing or None takes
+that default, and where the default is None, the recipe's value.
 """
 
 from __future__ import annotations
@@ -48,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from experiments.configs import default
 from experiments.user_errors import ConfigError
 
 
@@ -101,35 +74,32 @@ class DataConfig:
 
   @classmethod
   def from_config(cls, data: Any) -> DataConfig:
-    """Resolves ``config.data`` (ConfigDict, mapping or object): defaults, then checks."""
+    """Resolves ``config.data`` (ConfigDict, mapping or object) over the
+    defaults (module docstring), then checks it."""
     given = _fields_of(data)
     unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
       raise ConfigError(
           f"config.data.{unknown[0]} is not a data field; the fields are "
           f"{', '.join(f.name for f in dataclasses.fields(cls))}.")
-    name = given.get("name")
-    recipe = _recipe(name)
-    cache = _default(given, "cache", not recipe.jpeg)
-    workers = _default(given, "worker_processes",
-                       (os.cpu_count() or 1) if recipe.jpeg else 0)
-    threads = 1 if cache or workers else min(8, os.cpu_count() or 1)
-    data_dir, manual_dir = given.get("data_dir"), given.get("manual_dir")
-    return cls(
-        name=name,
-        data_dir=None if data_dir is None else os.fspath(Path(data_dir).expanduser()),
-        manual_dir=None if manual_dir is None else os.fspath(manual_dir),
-        cache=cache,
-        augment=_default(given, "augment", True),
-        prefetch=_default(given, "prefetch", 1),
-        read_threads=_default(given, "read_threads", threads),
-        worker_processes=workers,
-        image_size=_default(given, "image_size", recipe.image_shape[0]),
-        train_split=_default(given, "train_split", "train"),
-        eval_split=_default(given, "eval_split", recipe.eval_split),
-        validation_holdout=_default(given, "validation_holdout", 0),
-        validation_seed=_default(given, "validation_seed", 0),
-    )
+    given = {key: value
+             for fields in (_fields_of(default.get_config().data), given)
+             for key, value in fields.items() if value is not None}
+    recipe = _recipe(given["name"])
+    given.setdefault("eval_split", recipe.eval_split)
+    given.setdefault("cache", not recipe.jpeg)
+    given.setdefault("image_size", recipe.image_shape[0])
+    given.setdefault("worker_processes",
+                     (os.cpu_count() or 1) if recipe.jpeg else 0)
+    given.setdefault("read_threads", 1 if given["cache"] or given["worker_processes"]
+                     else min(8, os.cpu_count() or 1))
+    if "data_dir" in given:
+      given["data_dir"] = os.fspath(Path(given["data_dir"]).expanduser())
+    if "manual_dir" in given:
+      given["manual_dir"] = os.fspath(given["manual_dir"])
+    given.setdefault("data_dir", None)
+    given.setdefault("manual_dir", None)
+    return cls(**{key: _integer(value) for key, value in given.items()})
 
   def __post_init__(self):
     _recipe(self.name)
@@ -184,10 +154,8 @@ def _fields_of(data: Any) -> dict[str, Any]:
   return dict(vars(data))
 
 
-def _default(given: Mapping[str, Any], field: str, default: Any) -> Any:
-  value = given.get(field)
-  if value is None:
-    return default
+def _integer(value: Any) -> Any:
+  """A NumPy integer as an int; anything else as it is."""
   if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-    return int(value)  # e.g. a NumPy integer
+    return int(value)
   return value
