@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from experiments import loops
 from experiments import models
 from experiments import optimizers
 from experiments import train
-from experiments.configs import large_batch as study
+from experiments.study import design as study
 from experiments.study import plan as lb
 from experiments.study import report as summary
 from experiments.study import run as driver
@@ -284,29 +285,40 @@ def test_summary_on_a_partial_csv(tmp_path):
   # Study 2: model A's grids are defined (centred on study 1's selections),
   # their seeds wait for them; model B's wait for study 1.
   study_2 = text.split("## Study 2: progress")[1]
-  assert "| budget_seed | 0 | 12 (12 not yet defined) |" in study_2
-  assert "| baseline_seed | 0 | 12 (12 not yet defined) |" in study_2
-  assert ("h of run time at the speed measured so far, the waiting runs "
-          "included" in study_2)
+  assert "| budget_seed | 0 of 12 finished (12 not yet defined) |" in study_2
+  assert "| baseline_seed | 0 of 12 finished (12 not yet defined) |" in study_2
+  # Study 1: model A's 6 x 2 grids of 5 finished (hand_rows); model B's 4
+  # LARS grids and its batch-128 SGD grid defined, its 3 other SGD grids not.
+  assert "| grid | 60 of 100 finished (15 not yet defined) |" in text
   for name in summary.PLOTS:
     assert (tmp_path / name).stat().st_size > 1000
   assert (tmp_path / summary.SUMMARY).read_text() == text
 
 
 def test_summary_of_the_committed_csv_is_the_committed_one(tmp_path):
-  """The committed summary is what the committed CSV gives (plots aside).
+  """The committed summary and plots are what the committed CSV gives, byte
+  for byte.
 
-  A snapshot: it says that the file is today's code's reading of the CSV, not
-  that the reading is right. The rules are checked on rows whose answers were
-  worked out by hand (the hand-computation tests in this file), and the
+  A snapshot: it says that the files are today's code's reading of the CSV,
+  not that the reading is right. The rules are checked on rows whose answers
+  were worked out by hand (the hand-computation tests in this file), and the
   committed numbers by the independent transcription in the next test.
+  Matplotlib writes the same PNG bytes for the same figure (generated twice
+  here: identical), but another matplotlib version draws differently: the
+  PNGs are compared where the version that wrote them (their "Software"
+  chunk) is the one installed.
   """
+  import matplotlib  # pylint: disable=g-import-not-at-top
   results = pathlib.Path(lb.RESULTS)
-  for path in (results, pathlib.Path(lb.pilot_path(lb.RESULTS))):  # the time
-    (tmp_path / path.name).write_bytes(path.read_bytes())  # model reads both
-  text = summary.summarize(str(tmp_path / results.name), plots=False)
-  committed = (results.parent / summary.SUMMARY).read_text()
-  assert committed.startswith(text) and "## Plots" in committed[len(text):]
+  (tmp_path / results.name).write_bytes(results.read_bytes())
+  text = summary.summarize(str(tmp_path / results.name))
+  assert (results.parent / summary.SUMMARY).read_text() == text
+  for name in summary.PLOTS:
+    committed = (results.parent / name).read_bytes()
+    written = re.search(rb"Matplotlib version([0-9.]+)", committed)
+    assert written is not None, name
+    if written[1].decode() == matplotlib.__version__:
+      assert (tmp_path / name).read_bytes() == committed, name
 
 
 def test_model_a_claim_table_is_that_of_the_committed_csv_by_hand():
@@ -375,9 +387,38 @@ def test_plan_imports_neither_driver_nor_report():
         found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
     return found
 
-  assert not {"experiments.study.run", "experiments.study.report"} & imports("plan")
-  assert "experiments.study.run" not in imports("report")
+  study_modules = {f"experiments.study.{name}" for name in ("run", "report", "plots")}
+  assert not study_modules & imports("plan")
+  assert "experiments.study.run" not in imports("report") | imports("plots")
   assert "experiments.study.plan" in imports("report") & imports("run")
+
+
+def test_a_run_and_its_row_have_one_identity():
+  """A row written for a run reads back as that run: the same key, tag and
+  config, every field; the columns the run gives are those of a hand-made row."""
+  runs = [
+      lb.Run("A", "lars", 128, 12.5),
+      lb.Run("B", "sgd", 4096, 0.8, 2, "seed", reference_learning_rate=3.2),
+      lb.Run("A", "lars", 4096, 25.0, 1, "ablation", 0.25, exclude_bias_and_norm=True),
+      lb.Run("A", "sgd", 8192, 0.05, 0, "baseline", 0.3, study=2, nesterov=True),
+      lb.Run("B", "lamb", 4096, 0.0125, 1, "baseline_seed", 0.3, study=2),
+      lb.Run("A", "lars", 8192, 12.5, 0, "budget", epochs=80.0, study=2),
+      lb.Run("A", "sgd_clip", 8192, 0.025, 2, "ratio_seed", 0.3, 80.0, study=3,
+             nesterov=True)]
+  for run in runs:
+    row = make_row(run, 0.9)
+    parsed = lb.Run.from_row(row)
+    assert repr(parsed) == repr(run)
+    assert lb.row_key(row) == run.key() == parsed.key() and parsed.tag == run.tag
+    assert parsed.config().to_json() == run.config().to_json()
+    assert {k: str(v) for k, v in run.row().items()} == {k: row[k] for k in run.row()}
+  assert len({run.key() for run in runs}) == len({run.tag for run in runs}) == len(runs)
+  # What tells runs apart: momentum, warm-up, epochs, study, the bias rule.
+  base = runs[0]
+  for change in (dict(nesterov=True), dict(warmup_fraction=0.3), dict(epochs=80.0),
+                 dict(study=2), dict(exclude_bias_and_norm=True), dict(seed=1)):
+    assert dataclasses.replace(base, **change).key() != base.key()
+  assert dataclasses.replace(base, phase="seed").key() == base.key()
 
 
 def test_append_row_cuts_a_line_left_by_a_kill(tmp_path):
@@ -501,16 +542,34 @@ def test_fan_in_initialisation_of_the_classifier():
 # One tiny run, end to end.
 
 
+@pytest.fixture
+def small_runs(monkeypatch):
+  """Runs of the study on small splits: ``small_runs(**overrides)`` makes
+  every ``Run.config()`` the study's config with ``overrides`` (dotted keys)."""
+
+  def use(**overrides):
+    config_of = lb.Run.config
+
+    def config(run):
+      config = config_of(run)
+      config.update_from_flattened_dict({
+          "data.train_split": "train[:2560]", "data.validation_holdout": 512,
+          "data.eval_split": "test[:1000]", **overrides})
+      return config
+    monkeypatch.setattr(lb.Run, "config", config)
+  return use
+
+
 @pytest.mark.slow
-def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
+def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir,
+                                         small_runs, monkeypatch):
   results = str(tmp_path / "results" / "large_batch.csv")
-  overrides = {"data.train_split": "train[:1536]",
-               "data.validation_holdout": 512, "data.eval_split": "test[:1000]",
-               "num_train_steps": 8, "checkpoint_every_steps": 4}
+  small_runs(**{"data.train_split": "train[:1536]", "num_train_steps": 8,
+                "checkpoint_every_steps": 4})
   run = lb.Run("B", "sgd", 128, 0.1)
-  kwargs = dict(data_dir=fashion_mnist_data_dir, overrides=overrides)
-  assert driver.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
-                        **kwargs) == 1
+  monkeypatch.setattr(lb, "planned_runs", lambda rows: [run])
+  workdir = str(tmp_path / "runs")
+  assert driver.run_all(results, workdir, data_dir=fashion_mnist_data_dir) == 1
   rows = lb.read_rows(results)
   assert len(rows) == 1
   row = rows[0]
@@ -522,38 +581,47 @@ def test_one_tiny_run_writes_one_csv_row(tmp_path, fashion_mnist_data_dir):
   assert 0.0 < float(row["test_accuracy"]) <= 1.0
   # Validation at every quarter epoch (8 steps an epoch) and at the end.
   assert [s for s, _ in eval(row["val_curve"])] == [2, 4, 6, 8]  # pylint: disable=eval-used
+  assert repr(lb.Run.from_row(row)) == repr(run)  # the row records the run
   # Finished: a second call skips it.
-  assert driver.run_all(lambda rows: [run], results, str(tmp_path / "runs"),
-                        **kwargs) == 0
+  assert driver.run_all(results, workdir, data_dir=fashion_mnist_data_dir) == 0
 
 
-@pytest.mark.slow
-def test_a_model_b_run_gives_the_same_row_twice(tmp_path, fashion_mnist_data_dir):
-  """Model B (BatchNorm over groups of 128) is deterministic: the record of
-  study 1's B rows, which older code made, is reproducible today."""
-  overrides = {"data.train_split": "train[:2560]",
-               "data.validation_holdout": 512, "data.eval_split": "test[:1000]",
-               "num_train_steps": 6}
-  run = lb.Run("B", "lars", 256, 12.5)
-  rows = [driver.run_one(run, workdir=str(tmp_path / name), overrides=overrides,
-                         data_dir=fashion_mnist_data_dir)
+def same_row_twice(run, tmp_path, data_dir):
+  rows = [driver.run_one(run, workdir=str(tmp_path / name), data_dir=data_dir)
           for name in ("first", "second")]
   for row in rows:  # times differ; everything the run computed must not
     del row["wall_time_s"], row["examples_per_sec"]
-  assert rows[0] == rows[1]
-  assert rows[0]["batch_norm"] == "groups_of_128" and rows[0]["code_version"]
+  assert rows[0] == rows[1] and rows[0]["code_version"]
+  return rows[0]
 
 
 @pytest.mark.slow
-def test_study_3_rows_record_the_trust_ratios(tmp_path, fashion_mnist_data_dir):
-  overrides = {"data.train_split": "train[:2560]",
-               "data.validation_holdout": 512, "data.eval_split": "test[:1000]",
-               "num_train_steps": 4, "log_every_steps": 2}
+def test_a_model_b_run_gives_the_same_row_twice(tmp_path, fashion_mnist_data_dir,
+                                                small_runs):
+  """Model B (BatchNorm over groups of 128) is deterministic: the record of
+  study 1's B rows, which older code made, is reproducible today."""
+  small_runs(num_train_steps=6)
+  row = same_row_twice(lb.Run("B", "lars", 256, 12.5), tmp_path, fashion_mnist_data_dir)
+  assert row["batch_norm"] == "groups_of_128"
+
+
+@pytest.mark.slow
+def test_a_model_a_run_gives_the_same_row_twice(tmp_path, fashion_mnist_data_dir,
+                                                small_runs):
+  """Model A (no BatchNorm), SGD at a batch that SGD grids scale to."""
+  small_runs(num_train_steps=6)
+  run = lb.Run("A", "sgd", 512, 0.4, reference_learning_rate=0.4)
+  row = same_row_twice(run, tmp_path, fashion_mnist_data_dir)
+  assert (row["batch_norm"], row["reference_learning_rate"]) == ("none", "0.4")
+
+
+@pytest.mark.slow
+def test_study_3_rows_record_the_trust_ratios(tmp_path, fashion_mnist_data_dir, small_runs):
+  small_runs(num_train_steps=4, log_every_steps=2)
   logged = {}
   for arm in ("lars", "lars_global"):
     run = lb.Run("A", arm, 256, 12.5, study=3)
-    row = driver.run_one(run, workdir=str(tmp_path), overrides=overrides,
-                         data_dir=fashion_mnist_data_dir)
+    row = driver.run_one(run, workdir=str(tmp_path), data_dir=fashion_mnist_data_dir)
     logged[arm] = json.loads(row["trust_ratios"])
     assert [step for step, _ in logged[arm]] == [2, 4]
   # Per layer: one ratio per weight leaf, not all equal; global: one value.
@@ -571,16 +639,17 @@ def test_drivers_share_the_study_run_by_run(tmp_path, monkeypatch):
   trained = []
   monkeypatch.setattr(driver, "run_one", lambda run, **_: (
       trained.append(run.tag), make_row(run, 0.9))[1])
+  monkeypatch.setattr(lb, "planned_runs", lambda rows: [first, second])
   with interruption.workdir_lock(os.path.join(workdir, first.tag)):
-    assert driver.run_all(lambda rows: [first, second], results, workdir,
-                          max_runs=1) == 1
+    assert driver.run_all(results, workdir, max_runs=1) == 1
   assert trained == [second.tag]
 
   def finished_by_another_driver(rows):
     if not any(lb.row_key(r) == first.key() for r in lb.read_rows(results)):
       lb.append_row(results, make_row(first, 0.9))
     return [first]
-  assert driver.run_all(finished_by_another_driver, results, workdir) == 0
+  monkeypatch.setattr(lb, "planned_runs", finished_by_another_driver)
+  assert driver.run_all(results, workdir) == 0
   assert trained == [second.tag]
 
   third = lb.Run("A", "sgd", 128, 0.4)
@@ -588,8 +657,9 @@ def test_drivers_share_the_study_run_by_run(tmp_path, monkeypatch):
   lock = interruption.workdir_lock(os.path.join(workdir, third.tag))
   lock.__enter__()  # pylint: disable=unnecessary-dunder-call
   threading.Timer(0.3, lock.__exit__, (None, None, None)).start()
-  assert driver.run_all(lambda rows: plans.append(1) or [third], results,
-                        workdir, wait_s=0.05) == 1
+  monkeypatch.setattr(lb, "planned_runs", lambda rows: plans.append(1) or [third])
+  monkeypatch.setattr(driver, "WAIT_S", 0.05)
+  assert driver.run_all(results, workdir) == 1
   assert trained == [second.tag, third.tag] and len(plans) > 2
   assert len(lb.read_rows(results)) == 3
 
@@ -859,8 +929,8 @@ def test_summary_of_study_2(tmp_path):
   assert "| 8192 | LAMB | 90.50 ± 0.29" in q2 and "| 0.50 | 1.50 | 1.00 | yes |" in q2
   assert "| 4096 | LARS | pending | – |  |  | pending |" in q2.split("### Model B")[1]
   progress = text.split("## Study 2: progress")[1].split("## Study 2, Q1")[0]
-  assert "| budget_seed | 12 | 12 (0 not yet defined) |" in progress
-  assert "| baseline_seed | 12 | 12 (0 not yet defined) |" in progress
+  assert "| budget_seed | 12 of 12 finished (0 not yet defined) |" in progress
+  assert "| baseline_seed | 12 of 12 finished (0 not yet defined) |" in progress
   for name in summary.PLOTS:
     assert (tmp_path / name).stat().st_size > 1000
 
@@ -877,21 +947,6 @@ def test_edge_lines_name_q2_grids_by_warmup():
       "Q2 (baseline): grids extended at an edge: A/4096 warm-up 30%.",
       "Q2 (baseline): selected learning rate still at the grid's edge "
       "(extension cap reached): A/4096 warm-up 10% sgd."]
-
-
-def test_time_model_scales_to_the_recent_speed():
-  run = lb.Run("A", "lars", 128, 12.5)
-  rows = [dict(make_row(run, 0.9), examples_per_sec="10000",
-               steps=str(study.num_steps(128)),
-               wall_time_s=f"{2 + study.num_steps(128) * 128 / 10000:.1f}")] * 3
-  recent = [dict(rows[0], examples_per_sec="2500")]
-  steps = study.num_steps(128, 80)
-  assert summary.TimeModel(rows).seconds(dataclasses.replace(run, epochs=80)) == (
-      pytest.approx(2 + steps * 128 / 10000, rel=1e-3))
-  slow = summary.TimeModel(rows, recent)
-  assert slow.slowdown == 4.0
-  assert slow.seconds(dataclasses.replace(run, epochs=80)) == pytest.approx(
-      4 * (2 + steps * 128 / 10000), rel=1e-3)
 
 
 # Study 3: the per-layer ratio against one ratio and a bounded step.
@@ -932,7 +987,7 @@ def test_collapsed_runs_are_labelled_by_the_cell_rule():
 
 def test_ratio_decision_matches_a_hand_computation():
   def cell(*test):
-    return summary.Cell(1.0, list(test), list(test), [0.0] * len(test))
+    return summary.Cell(1.0, list(test), [0.0] * len(test))
   cells = {(20.0, "lars"): cell(0.90, 0.91, 0.92),          # mean 0.91, SE 0.00577
            (20.0, "lars_global"): cell(0.88, 0.89, 0.90),   # lead 2.0 points
            (20.0, "sgd_clip"): cell(0.905, 0.90, 0.895),    # lead 1.0 point

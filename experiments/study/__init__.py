@@ -1,1 +1,1 @@
-"""The large-batch study: plan.py (its runs and CSV), run.py (the driver), report.py."""
+"""The large-batch studies: design, plan, driver (run), report and plots."""

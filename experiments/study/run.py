@@ -1,20 +1,13 @@
-r"""The large-batch study's driver: runs or resumes every planned run, then reports.
+r"""The studies' driver: runs or resumes every planned run, then writes the report.
 
   python -m experiments.study.run --manual_dir=../shared/datasets   # run / resume
   python -m experiments.study.run --summarize                       # tables + plots
 
-Each run goes through ``train.train_and_evaluate`` and appends one row to
-``experiments/results/large_batch.csv`` (a diverged or collapsed run is a row
-too). The plan (``experiments/study/plan.py``) is recomputed from the CSV
-after every run, so the study can be killed and restarted at will: finished
-runs are skipped and a half-finished run resumes from its orbax checkpoint
-(``<workdir>/<run tag>/checkpoints``, every 2 epochs). The report
-(``experiments/study/report.py``) is written at the end of every command.
-
-The same command started again while one runs shares the study with it:
-each driver trains the first unfinished run that no other driver holds. Each
-run's result is the same either way; on a machine where one run leaves cores
-idle, two drivers finish more runs per hour (experiments/README.md).
+Each run appends one row to experiments/results/large_batch.csv; the plan is
+recomputed from the CSV after every run, so the driver can be killed and
+restarted at will (a half-finished run resumes from its checkpoint). Drivers
+started more than once share the work: each trains the first unfinished run
+that no other driver holds (docs/study_design.md).
 """
 from __future__ import annotations
 
@@ -25,7 +18,6 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from absl import app
@@ -34,21 +26,18 @@ from absl import logging
 
 from experiments import cli
 from experiments import interruption
-from experiments.configs import large_batch as design
 from experiments.study import plan
 from experiments.study import report
 from experiments.user_errors import UserError
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/large_batch",
-                               "Parent of the runs' workdirs.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/large_batch", "Parent of the runs' workdirs.")
 _RESULTS = flags.DEFINE_string("results", plan.RESULTS, "The CSV of finished runs.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "tfds manual_dir root.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir.")
 _MAX_RUNS = flags.DEFINE_integer("max_runs", 0, "Stop after this many new runs (0: all).")
-_SUMMARIZE = flags.DEFINE_bool("summarize", False,
-                               "Only write the summary and the plots.")
-_VERBOSE = flags.DEFINE_bool("verbose", False,
-                             "Show the libraries' INFO and WARNING logs.")
+_SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only write the summary and the plots.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WARNING logs.")
+WAIT_S = 30.0  # how long a driver waits while other drivers hold every unfinished run
 
 
 def device_name() -> str:
@@ -59,9 +48,8 @@ def device_name() -> str:
 
 @functools.cache
 def code_version() -> str:
-  """The checkout's commit when the driver started (the code it runs), with
-  "+dirty" when the code (anything tracked outside experiments/results/) had
-  uncommitted changes."""
+  """The checkout's commit when the driver started, with "+dirty" when the
+  code (anything tracked outside experiments/results/) had uncommitted changes."""
   def git(*args):
     return subprocess.run(("git", *args), cwd=os.path.dirname(__file__),
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -70,8 +58,7 @@ def code_version() -> str:
   return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if dirty else "")
 
 
-def _from_metrics(run_dir: str
-                  ) -> tuple[list[tuple[int, float]], float, list[list]]:
+def _from_metrics(run_dir: str) -> tuple[list[tuple[int, float]], float, list[list]]:
   """The run's validation curve, its last logged minibatch loss, and its
   logged trust ratios as [[step, {layer: ratio}], ...]."""
   from experiments import metrics  # pylint: disable=g-import-not-at-top
@@ -88,90 +75,49 @@ def _from_metrics(run_dir: str
   return sorted(curve.items()), loss, ratios
 
 
-def _train(run: plan.Run, run_dir: str, config) -> tuple[dict[str, Any], str]:
-  """Trains (or resumes) one run: its final metrics and its status."""
+def run_one(run: plan.Run, *, workdir: str, manual_dir: str | None = None,
+            data_dir: str | None = None) -> dict[str, Any]:
+  """Trains one run (resuming its checkpoint if any) and returns its CSV row."""
+  from experiments import optimizers  # pylint: disable=g-import-not-at-top
   from experiments import train  # pylint: disable=g-import-not-at-top
+  config = run.config()
+  config.data.manual_dir, config.data.data_dir = manual_dir, data_dir
+  run_dir = os.path.join(workdir, run.tag)
+  start, status = time.time(), "ok"  # plan.relabel_collapsed labels collapsed runs
   try:
     final = train.train_and_evaluate(config, run_dir)
   except FloatingPointError as e:  # diverged: a result too
     logging.warning("%s diverged: %s", run.tag, e)
-    return {}, "diverged"
-  return final, "ok"  # plan.relabel_collapsed labels collapsed runs
-
-
-def run_one(run: plan.Run, *, workdir: str, manual_dir: str | None = None,
-            data_dir: str | None = None,
-            overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Trains one run (resuming its checkpoint if any) and returns its CSV row.
-
-  ``overrides`` maps dotted config keys to values (tests: small splits, few
-  steps).
-  """
-  from experiments import optimizers  # pylint: disable=g-import-not-at-top
-  config = run.config()
-  config.data.manual_dir = manual_dir
-  config.data.data_dir = data_dir
-  if overrides:
-    config.update_from_flattened_dict(dict(overrides))
-  run_dir = os.path.join(workdir, run.tag)
-  start = time.time()
-  final, status = _train(run, run_dir, config)
+    final, status = {}, "diverged"
   curve, last_logged_loss, trust_ratios = _from_metrics(run_dir)
   schedule = optimizers.create_learning_rate_schedule(config, steps_per_epoch=1)
-  nan = math.nan
+  metric = {k: f"{final.get(k, math.nan):.4f}" for k in (
+      "val_accuracy", "test_accuracy", "val_loss", "test_loss")}
   return {
-      "model": design.MODELS[run.model]["model"],
-      "batch_norm": design.MODELS[run.model]["batch_norm"],
-      "optimizer": run.optimizer,
+      **run.row(), **metric, "status": status,
       "formula": config.lars.formula if run.optimizer == "lars" else "",
-      "batch_size": run.batch_size,
-      "learning_rate": f"{run.learning_rate:.8g}",
-      "warmup_steps": schedule.warmup_steps,
-      "epochs": f"{run.epochs:g}",
-      "steps": schedule.total_steps,
-      "seed": run.seed,
-      "val_accuracy": f"{final.get('val_accuracy', nan):.4f}",
-      "test_accuracy": f"{final.get('test_accuracy', nan):.4f}",
-      "train_loss": f"{final.get('train_split_loss', nan):.4f}",
+      "warmup_steps": schedule.warmup_steps, "steps": schedule.total_steps,
+      "train_loss": f"{final.get('train_split_loss', math.nan):.4f}",
       "wall_time_s": f"{final.get('wall_time_s', time.time() - start):.1f}",
       "device": device_name(),
-      "phase": run.phase,
-      "bias_and_norm": plan.rule_name(run.exclude_bias_and_norm),
-      "warmup_fraction": f"{run.warmup_fraction:g}",
-      "reference_learning_rate": (
-          "" if math.isnan(run.reference_learning_rate)
-          else f"{run.reference_learning_rate:.8g}"),
-      "val_loss": f"{final.get('val_loss', nan):.4f}",
-      "test_loss": f"{final.get('test_loss', nan):.4f}",
-      "status": status,
-      "examples_per_sec": f"{final.get('examples_per_sec', nan):.0f}",
+      "examples_per_sec": f"{final.get('examples_per_sec', math.nan):.0f}",
       "resumed_from_step": final.get("resumed_from_step", ""),
-      "val_curve": json.dumps([[s, round(a, 4)] for s, a in curve],
-                              separators=(",", ":")),
-      "study": run.study,
-      "momentum_kind": run.momentum_kind,
+      "val_curve": json.dumps([[s, round(a, 4)] for s, a in curve], separators=(",", ":")),
       "last_batch_loss": f"{final.get('train_loss', last_logged_loss):.4f}",
       "code_version": code_version(),
-      "trust_ratios": (json.dumps(trust_ratios, separators=(",", ":"))
-                       if trust_ratios else ""),
+      "trust_ratios": json.dumps(trust_ratios, separators=(",", ":")) if trust_ratios else "",
   }
 
 
-def run_all(plan_fn: Callable[[Sequence[Mapping[str, str]]], list[plan.Run]],
-            results: str, workdir: str, *, max_runs: int = 0,
-            wait_s: float = 30.0, **run_kwargs) -> int:
-  """Runs ``plan_fn(rows)``'s unfinished runs in order; returns how many ran.
-
-  Drivers started more than once share the study: each takes the first
-  unfinished run whose workdir no other driver holds (``workdir_lock``), and
-  waits ``wait_s`` while every unfinished run is held.
-  """
+def run_all(results: str, workdir: str, *, max_runs: int = 0, **run_kwargs) -> int:
+  """Runs the plan's unfinished runs in order (each driver the first that no
+  other driver holds, ``workdir_lock``); returns how many it ran."""
   code_version()  # of the code as loaded now
   new_runs = 0
   while not (max_runs and new_runs >= max_runs):
     rows = plan.read_rows(results, superseded=True)
     done = {plan.row_key(r) for r in rows if not r["superseded"]}
-    todo = [run for run in plan_fn(rows) if run.key() not in done]
+    todo = [run for run in plan.planned_runs(rows) if run.key() not in done]
     if not todo:
       break
     for run in todo:
@@ -179,19 +125,17 @@ def run_all(plan_fn: Callable[[Sequence[Mapping[str, str]]], list[plan.Run]],
         with interruption.workdir_lock(os.path.join(workdir, run.tag)):
           if run.key() in {plan.row_key(r) for r in plan.read_rows(results)}:
             break  # another driver finished it meanwhile: plan again
-          print(f"{len(todo)} defined runs to go; now {run.phase} {run.tag}",
-                flush=True)
+          print(f"{len(todo)} defined runs to go; now {run.phase} {run.tag}", flush=True)
           row = run_one(run, workdir=workdir, **run_kwargs)
           plan.append_row(results, row)
         print(f"{run.phase} {run.tag}: val {row['val_accuracy']} test "
-              f"{row['test_accuracy']} ({row['status']}, "
-              f"{row['wall_time_s']} s)", flush=True)
+              f"{row['test_accuracy']} ({row['status']}, {row['wall_time_s']} s)", flush=True)
         new_runs += 1
         break
       except interruption.WorkdirInUse:
         continue  # another driver trains it
     else:
-      time.sleep(wait_s)
+      time.sleep(WAIT_S)
   return new_runs
 
 
@@ -202,9 +146,8 @@ def main(argv):
     cli.quiet_libraries()
   if not _SUMMARIZE.value:
     try:
-      run_all(plan.planned_runs, _RESULTS.value, _WORKDIR.value,
-              max_runs=_MAX_RUNS.value, manual_dir=_MANUAL_DIR.value,
-              data_dir=_DATA_DIR.value)
+      run_all(_RESULTS.value, _WORKDIR.value, max_runs=_MAX_RUNS.value,
+              manual_dir=_MANUAL_DIR.value, data_dir=_DATA_DIR.value)
     except UserError as error:
       cli.fail(str(error))
   print(report.summarize(_RESULTS.value))
