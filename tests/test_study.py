@@ -935,7 +935,7 @@ def test_summary_of_study_2(tmp_path):
     assert (tmp_path / name).stat().st_size > 1000
 
 
-def test_edge_lines_name_q2_grids_by_warmup():
+def test_edge_lines_name_q2_grids_by_warmup_and_study_3_by_epochs():
   plan = lb.Plan(
       runs=[], selected={("A", 4096): {"lars": 50.0, "sgd": 0.2}},
       grids={("A", 4096, 0.1): {"lars": [12.5, 25.0, 50.0], "sgd": [0.1, 0.2]},
@@ -947,6 +947,14 @@ def test_edge_lines_name_q2_grids_by_warmup():
       "Q2 (baseline): grids extended at an edge: A/4096 warm-up 30%.",
       "Q2 (baseline): selected learning rate still at the grid's edge "
       "(extension cap reached): A/4096 warm-up 10% sgd."]
+  ratio = lb.Plan(
+      selected={("A", 8192, 20.0): {"lars": 3.125, "sgd": 0.1}},
+      grids={("A", 8192, 20.0): {"lars": [3.125, 6.25, 12.5], "sgd": [0.05, 0.1, 0.2]}},
+      extensions={("A", 8192, 20.0): (1, 0)})
+  assert summary._ratio_lines([], ratio, {})[-3:] == [
+      "Study 3: grids extended at an edge: A/8192 20 epochs.",
+      "Study 3: selected learning rate still at the grid's edge "
+      "(extension cap reached): A/8192 20 epochs lars.", ""]
 
 
 # Study 3: the per-layer ratio against one ratio and a bounded step.

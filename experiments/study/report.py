@@ -220,12 +220,12 @@ def _progress_lines(title: str, rows, runs: Sequence[Run], undefined: Mapping[st
                   "Pending, in run order: " + ", ".join(pending) + "."]
 
 
-def _edge_lines(plan: Plan, what: str) -> list[str]:
-  """Grids of ``what`` extended at an edge, and selections still at an edge
-  (Q2's grids are one per warm-up)."""
+def _edge_lines(plan: Plan, what: str, third: str = " warm-up {:.0%}") -> list[str]:
+  """Grids of ``what`` extended at an edge, and selections still at an edge;
+  ``third`` names a grid key's third element (Q2's warm-up, study 3's epochs)."""
 
   def label(key) -> str:
-    return f"{key[0]}/{key[1]}" + (f" warm-up {key[2]:.0%}" if len(key) > 2 else "")
+    return f"{key[0]}/{key[1]}" + (third.format(key[2]) if len(key) > 2 else "")
 
   edges = [label(key) for key, (lo, hi) in plan.extensions.items() if lo or hi]
   at_edge = []
@@ -512,7 +512,7 @@ def _ratio_lines(rows, plan: Plan, cells) -> list[str]:
     lines += [f"### {epochs:g} epochs", "", *_table(
         ("arm", "test (lr, warm-up, n)", "LARS's lead", "needed", "LARS leads?"), table),
         "", decision, "", *_trust_ratio_lines(rows, plan, epochs)]
-  return lines + _edge_lines(plan, "Study 3") + [""]
+  return lines + _edge_lines(plan, "Study 3", " {:g} epochs") + [""]
 
 
 def summarize(path: str, *, plots: bool = True) -> str:
