@@ -24,7 +24,7 @@ Choices:
   paper adapts every layer; a zero-initialised bias then has norm 0, hence
   trust ratio 1, a step about 1/trust_coefficient = 1000x larger than its
   neighbours' at LARS learning rates. With a warm-up from 0 that first step
-  is small (the large-batch study, configs/large_batch.py, adapts every
+  is small (the large-batch study, study/design.py, adapts every
   leaf). Set `--config.exclude_bias_and_norm=False` for the literal rule.
 * BatchNorm statistics over the global batch (`batch_norm="global"`), so the
   result does not depend on the number of devices.
