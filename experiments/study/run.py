@@ -11,6 +11,7 @@ that no other driver holds (docs/study_design.md).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -40,10 +41,20 @@ _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the libraries' INFO and WAR
 WAIT_S = 30.0  # how long a driver waits while other drivers hold every unfinished run
 
 
+def _processor() -> str:
+  """The CPU's model name: XLA:CPU's last bits depend on the vendor."""
+  with contextlib.suppress(OSError):
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  return platform.processor() or platform.machine()
+
+
 def device_name() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   return (f"{jax.devices()[0].device_kind} x{jax.device_count()} "
-          f"({platform.machine()}, {os.cpu_count()} cores)")
+          f"({_processor()}, {os.cpu_count()} cores)")
 
 
 @functools.cache
