@@ -14,8 +14,12 @@ bar and a summary; --verbose shows the libraries' logs too. A mistake in the
 command, the config or the data is reported in one line (exit status 2).
 SIGTERM or Ctrl-C saves a checkpoint after the step under way and stops
 (exit status 128 + the signal); a second run on a workdir in use stops at once.
+When a process of a multi-process run dies, the others stop at their next
+collective with one line naming it, the step and the last checkpoint (exit
+status 75); rerunning all the processes resumes from that checkpoint.
 """
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -28,6 +32,11 @@ from experiments.cli import fail_to_load_config
 from experiments.cli import quiet_libraries
 
 FLAGS = flags.FLAGS
+# JAX's distributed runtime declares a process dead after this long without a
+# heartbeat and then ends every other process (a C++ fatal error). A process
+# that is not at a collective when another dies (e.g. waiting for a save)
+# ends then; at a collective, it stops at once with one line (ProcessLost).
+HEARTBEAT_TIMEOUT_S = 25  # JAX's default: 100
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 flags.DEFINE_string("coordinator_address", None,
@@ -85,7 +94,8 @@ def main(argv):
     # Before any other JAX call.
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes,
-                               process_id=FLAGS.process_id)
+                               process_id=FLAGS.process_id,
+                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
   from experiments import interruption  # pylint: disable=g-import-not-at-top
   from experiments import resume  # pylint: disable=g-import-not-at-top
   from experiments import train  # pylint: disable=g-import-not-at-top
@@ -101,6 +111,15 @@ def main(argv):
       final = train.train_and_evaluate(config, FLAGS.workdir)
   except interruption.Interrupted as stopped:
     fail(str(stopped), status=stopped.exit_status)
+  except interruption.ProcessLost as lost:
+    # Out at once: JAX's shutdown at exit would wait for the lost process,
+    # then end this one in a C++ fatal error.
+    try:
+      fail(str(lost), status=lost.exit_status)
+    except SystemExit:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(lost.exit_status)
   except UserError as error:
     fail(str(error))
   if jax.process_index() == 0:

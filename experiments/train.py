@@ -279,7 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   """Trains and evaluates; resumes from workdir/checkpoints; returns final metrics.
 
   Raises ``interruption.Interrupted`` after saving a checkpoint when the
-  process gets SIGTERM or SIGINT.
+  process gets SIGTERM or SIGINT, and ``interruption.ProcessLost`` when a
+  collective fails because another process of the run is gone.
   """
   start_time = time.time()
   data_config = DataConfig.from_config(config.data)
@@ -315,19 +316,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       checkpoints_dir=checkpoints.directory(workdir),
       last_saved_step=lambda: checkpoints.last_saved_step(manager),
       wall_time_s=lambda: writer.resumed_wall_time_s + time.time() - start_time)
+  stop = interruption.StopSignals(multi_process=jax.process_count() > 1)
+  lost = None
   try:
-    with interruption.StopSignals(multi_process=jax.process_count() > 1) as stop:
+    with stop:
       state = _train(loop, state, config, data_config, info,
                      start_step=start_step, manager=manager, writer=writer,
                      train_log=train_log, stop=stop)
     progress.close()
     manager.wait_until_finished()
     results = _final_evaluations(loop, state, config, data_config, info, writer)
+  except Exception as error:
+    lost = interruption.lost_process(error, step=stop.step or start_step,
+                                     checkpoints_dir=checkpoints.directory(workdir))
+    if lost is None:
+      raise
+    raise lost from None
   finally:
     progress.close()
     writer.close()
-    manager.wait_until_finished()
-    manager.close()
+    if lost is None:  # a save under way would wait for the lost process
+      manager.wait_until_finished()
+      manager.close()
   final = _final_metrics(config, info, loop, state, train_log, results,
                          start_step=start_step,
                          wall_time_s=writer.resumed_wall_time_s + time.time() - start_time)
