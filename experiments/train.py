@@ -74,7 +74,7 @@ def validate_config(
     raise ConfigError("config.shard_params=True needs config.loop='jit' "
                       "(pmap keeps a full copy of the state on every device).")
   for field in ("global_batch_size", "eval_batch_size"):
-    size = config.get(field) or config.global_batch_size
+    size = config[field] or config.global_batch_size
     if size <= 0:
       raise ConfigError(f"config.{field} must be positive, got {size}.")
     if size % num_devices:
@@ -85,18 +85,18 @@ def validate_config(
       raise ConfigError(
           f"config.{field}={size} must split evenly over {process_count} "
           f"processes x {num_local_devices} local devices.")
-  if config.num_epochs <= 0 and config.get("num_train_steps", 0) <= 0:
+  if config.num_epochs <= 0 and config.num_train_steps <= 0:
     raise ConfigError("Set config.num_epochs > 0 or config.num_train_steps > 0.")
   if config.checkpoint_every_steps < 0 or config.log_every_steps <= 0:
     raise ConfigError("config.checkpoint_every_steps must be >= 0 and "
                       "config.log_every_steps > 0.")
-  accum_steps = config.get("grad_accum_steps", 1)
+  accum_steps = config.grad_accum_steps
   if accum_steps < 1 or config.global_batch_size % (num_devices * accum_steps):
     raise ConfigError(
         f"config.grad_accum_steps={accum_steps} must be >= 1 and divide the "
         f"per-device batch: config.global_batch_size={config.global_batch_size}"
         f" is not a multiple of {num_devices} devices x {accum_steps}.")
-  group_size = config.get("batch_norm_group_size", 0)
+  group_size = config.batch_norm_group_size
   if group_size:
     if config.loop != "jit" or config.batch_norm != "global":
       raise ConfigError("config.batch_norm_group_size needs config.loop='jit' "
@@ -132,7 +132,7 @@ def eval_steps_by_epochs(every_epochs: float, num_train: int,
 def evaluate(loop, state, config, data_config, info,
              subset: str = "eval") -> dict[str, float]:
   """Loss and accuracy on the eval split, or ``subset="validation"``/``"train"``."""
-  batch_size = config.get("eval_batch_size") or config.global_batch_size
+  batch_size = config.eval_batch_size or config.global_batch_size
   totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
   for batch in pipeline.eval_iterator(
       data_config, info, batch_size=batch_size,
@@ -148,7 +148,7 @@ def evaluate(loop, state, config, data_config, info,
 
 def _eval_steps(config, info, steps_per_epoch: int, total_steps: int) -> set[int]:
   """The steps after which the periodic evaluation runs."""
-  if config.get("eval_every_epochs", 0) > 0:  # by epochs of examples
+  if config.eval_every_epochs > 0:  # by epochs of examples
     return eval_steps_by_epochs(config.eval_every_epochs, info.num_train,
                                 config.global_batch_size, total_steps)
   every = steps_per_epoch if config.eval_every_steps < 0 else config.eval_every_steps
@@ -158,7 +158,7 @@ def _eval_steps(config, info, steps_per_epoch: int, total_steps: int) -> set[int
 def _restore(loop, workdir: str, config):
   """(manager, start step, state): the newest good checkpoint, or a fresh state."""
   manager = checkpoints.create_manager(
-      workdir, max_to_keep=config.get("checkpoints_to_keep", 3))
+      workdir, max_to_keep=config.checkpoints_to_keep)
   try:
     restored = checkpoints.restore_newest(manager, loop.abstract_canonical_state())
   except checkpoints.CheckpointError:
@@ -222,7 +222,7 @@ def _final_evaluations(loop, state, config, data_config, info, writer
     writer.write(total_steps, "validation", results["validation"])
   results["eval"] = evaluate(loop, state, config, data_config, info)
   writer.write(total_steps, "eval", results["eval"])
-  if config.get("evaluate_train_split", False):
+  if config.evaluate_train_split:
     results["train"] = evaluate(loop, state, config, data_config, info, "train")
   return results
 
