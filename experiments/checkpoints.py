@@ -1,4 +1,4 @@
-"""Checkpoints of the train state under ``<workdir>/checkpoints``, with orbax.
+"""Checkpoints of the train state in the run's checkpoint folder, with orbax.
 
 A checkpoint is the loop's canonical state (global arrays laid out by its
 ``state_sharding``) saved with ``ocp.args.StandardSave`` in a folder named
@@ -7,9 +7,9 @@ after its step; the step is all a run needs besides it to resume exactly.
 Damaged checkpoints: a checkpoint whose files were cut short or corrupted (a
 full disk, an interrupted copy, a bad block) fails to restore. A resumed run
 tries the checkpoints newest first and continues from the newest one that
-restores. Each newer one is moved aside, never deleted, to
-``<workdir>/checkpoints_corrupt/<step>`` (kept for inspection, and out of the
-way of the run's next saves), with a warning that names its step and folder.
+restores. Each newer one is moved aside, never deleted, to the workdir's
+folder of damaged checkpoints (kept for inspection, and out of the way of
+the run's next saves), with a warning that names its step and folder.
 If none restores, nothing is moved and the run stops with
 ``CheckpointError``, naming the folder.
 """
@@ -27,23 +27,17 @@ import orbax.checkpoint as ocp
 from experiments.user_errors import UserError
 
 State = dict[str, Any]
-CHECKPOINTS = "checkpoints"
-CORRUPT = "checkpoints_corrupt"
 
 
 class CheckpointError(UserError):
   """The run's checkpoints exist but none of them can be restored."""
 
 
-def directory(workdir: str) -> str:
-  return os.path.abspath(os.path.join(workdir, CHECKPOINTS))
-
-
-def create_manager(workdir: str, *, max_to_keep: int) -> ocp.CheckpointManager:
+def create_manager(directory: str, *, max_to_keep: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=True,
       cleanup_tmp_directories=True)  # half-written saves of a killed run
-  return ocp.CheckpointManager(directory(workdir), options=options)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: State) -> None:
@@ -62,8 +56,8 @@ def last_saved_step(manager: ocp.CheckpointManager) -> int | None:
   return manager.latest_step()
 
 
-def restore_newest(manager: ocp.CheckpointManager, abstract_state
-                   ) -> tuple[int, State] | None:
+def restore_newest(manager: ocp.CheckpointManager, abstract_state, *,
+                   corrupt_dir: str) -> tuple[int, State] | None:
   """(step, state) of the newest checkpoint that restores; None if there are none.
 
   Newer checkpoints that fail to restore are moved aside (see the module
@@ -84,7 +78,7 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state
     except Exception as error:  # pylint: disable=broad-except
       state, reason = None, _first_line(error)
     if _on_every_process(state is not None):
-      _move_aside(manager, failed, good_step=step)
+      _move_aside(manager, failed, good_step=step, corrupt=corrupt_dir)
       return step, state
     failed.append((step, reason or "failed on another process"))
   if not failed:
@@ -129,12 +123,11 @@ def _on_every_process(ok: bool) -> bool:
 
 
 def _move_aside(manager: ocp.CheckpointManager, failed: list[tuple[int, str]],
-                *, good_step: int) -> None:
-  """Moves the checkpoints that failed to ``checkpoints_corrupt/`` (process 0)."""
+                *, good_step: int, corrupt: str) -> None:
+  """Moves the checkpoints that failed to ``corrupt`` (process 0)."""
   if not failed:
     return
   folder = str(manager.directory)
-  corrupt = os.path.join(os.path.dirname(folder), CORRUPT)
   if jax.process_index() == 0:
     os.makedirs(corrupt, exist_ok=True)
     for step, reason in failed:

@@ -1,4 +1,4 @@
-"""Stopping a run cleanly, and one run per workdir.
+"""Stopping a run cleanly: at a signal, or when a process of the run is lost.
 
 * ``StopSignals``: while a run trains, SIGTERM (a preempted cloud VM, a job
   scheduler) and SIGINT (Ctrl-C) only ask it to stop. The training loop
@@ -6,12 +6,6 @@
   which the command line prints as one line before it exits with status
   128 + the signal's number. A second SIGINT quits at once, without a
   checkpoint. The processes of a multi-process run stop after the same step.
-* ``workdir_lock``: a workdir belongs to one run at a time. The first run
-  holds an OS file lock on ``<workdir>/.lock`` (``fcntl.flock``), which the
-  OS releases when its process ends however it ends, so a killed run leaves
-  no stale lock; a second run stops at once with ``WorkdirInUse``, naming the
-  folder and the process that holds it. In a multi-process run, process 0
-  holds the lock for all.
 * ``ProcessLost``: a process of a multi-process run that dies (SIGKILL, a
   lost host) makes the others' next collective fail. They stop with one line
   that names it, the step and the last checkpoint; rerunning all the
@@ -19,19 +13,13 @@
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import signal
-import socket
 import sys
 import threading
-from collections.abc import Iterator
 
 from experiments.user_errors import UserError
-
-LOCK_FILE = ".lock"
 
 
 class Interrupted(UserError):
@@ -40,10 +28,6 @@ class Interrupted(UserError):
   def __init__(self, message: str, signal_number: int):
     super().__init__(message)
     self.exit_status = 128 + signal_number
-
-
-class WorkdirInUse(UserError):
-  """Another run holds the workdir's lock."""
 
 
 class ProcessLost(Exception):
@@ -134,32 +118,3 @@ class StopSignals:
   def __exit__(self, *exc_info) -> None:
     for number, handler in self._previous.items():
       signal.signal(number, handler)
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: str, *, enabled: bool = True) -> Iterator[None]:
-  """Holds ``<workdir>/.lock`` for the duration; ``WorkdirInUse`` if taken."""
-  if not enabled:
-    yield
-    return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK_FILE)
-  with open(path, "a+") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      f.seek(0)
-      holder = f.read().strip() or "another process"
-      raise WorkdirInUse(
-          f"{os.path.abspath(workdir)} is in use by another run ({holder}); "
-          "wait for it to finish, stop it, or use another --workdir.") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    f.flush()
-    try:
-      yield
-    finally:
-      f.seek(0)
-      f.truncate()
-      fcntl.flock(f, fcntl.LOCK_UN)

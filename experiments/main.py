@@ -64,18 +64,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
   raise AssertionError("unreachable")
 
 
-def _summary(final: dict, workdir: str) -> str:
+def _summary(final: dict, run) -> str:
   lines = [
       f"{final['dataset']}, {final['model']}, {final['optimizer']}, batch "
       f"{final['global_batch_size']}, {final['step']} steps: test accuracy "
       f"{100 * final['test_accuracy']:.2f} %, test loss {final['test_loss']:.4f}, "
       f"train loss {final['train_loss']:.4f} ({final['wall_time_s']:.0f} s)"]
-  for what, name in (("metrics", "metrics.jsonl"), ("summary", "final_metrics.json"),
-                     ("TensorBoard", "tensorboard"), ("plot", "training_curves.png"),
-                     ("checkpoints", "checkpoints")):
-    path = os.path.join(workdir, name)
-    if os.path.exists(path):
-      lines.append(f"  {what + ':':13s}{path}")
+  lines += [f"  {what + ':':13s}{path}" for what, path in run.outputs()]
   return "\n".join(lines)
 
 
@@ -97,17 +92,16 @@ def main(argv):
                                process_id=FLAGS.process_id,
                                heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
   from experiments import interruption  # pylint: disable=g-import-not-at-top
-  from experiments import resume  # pylint: disable=g-import-not-at-top
   from experiments import train  # pylint: disable=g-import-not-at-top
   from experiments.user_errors import UserError  # pylint: disable=g-import-not-at-top
+  from experiments.workdir import Workdir  # pylint: disable=g-import-not-at-top
+  run = Workdir(FLAGS.workdir)
   logging.info("JAX process %d / %d, %d local / %d global devices (%s).",
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   try:
-    with interruption.workdir_lock(FLAGS.workdir,
-                                   enabled=jax.process_index() == 0):
-      resume.check_config_matches(config, FLAGS.workdir,
-                                  allow_changes=FLAGS.allow_config_change)
+    with run.lock(enabled=jax.process_index() == 0):
+      run.check_config(config, allow_changes=FLAGS.allow_config_change)
       final = train.train_and_evaluate(config, FLAGS.workdir)
   except interruption.Interrupted as stopped:
     fail(str(stopped), status=stopped.exit_status)
@@ -123,7 +117,7 @@ def main(argv):
   except UserError as error:
     fail(str(error))
   if jax.process_index() == 0:
-    print(_summary(final, FLAGS.workdir))
+    print(_summary(final, run))
 
 
 if __name__ == "__main__":

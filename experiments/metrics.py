@@ -29,6 +29,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from experiments.workdir import Workdir
+
 
 def params_checksum(params) -> tuple[float, str]:
   """Sum of all parameters (float64) and sha256 of their bytes: fingerprints.
@@ -59,11 +61,11 @@ def read_records(path: str) -> list[dict[str, Any]]:
 class MetricsWriter:
   """metrics.jsonl (append-safe across resumes) and TensorBoard, on process 0."""
 
-  def __init__(self, workdir: str, *, start_step: int, tensorboard: bool,
+  def __init__(self, run: Workdir, *, start_step: int, tensorboard: bool,
                enabled: bool, redo_eval_at_start: bool = False):
     self.enabled = enabled
     self.resumed_wall_time_s = 0.0  # the wall time of the pieces before
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = run.metrics
     self._file = None
     self._tb = None
     if not enabled:
@@ -87,7 +89,7 @@ class MetricsWriter:
       # A new event file; TensorBoard drops the earlier files' events at steps
       # >= purge_step. Its name ends in the start step, so that two files
       # opened in the same second load in the order they were written.
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+      self._tb = SummaryWriter(run.tensorboard,
                                purge_step=start_step,
                                filename_suffix=f".{start_step:010d}")
       for record in kept:

@@ -37,6 +37,7 @@ from experiments.data import pipeline
 from experiments.data import preparation
 from experiments.data.datasets import DataConfig
 from experiments.user_errors import ConfigError
+from experiments.workdir import Workdir
 
 
 def _choice(what: str, value: str, valid) -> None:
@@ -155,12 +156,13 @@ def _eval_steps(config, info, steps_per_epoch: int, total_steps: int) -> set[int
   return set(range(every, total_steps + 1, every)) if every else set()
 
 
-def _restore(loop, workdir: str, config):
+def _restore(loop, run: Workdir, config):
   """(manager, start step, state): the newest good checkpoint, or a fresh state."""
   manager = checkpoints.create_manager(
-      workdir, max_to_keep=config.checkpoints_to_keep)
+      run.checkpoints, max_to_keep=config.checkpoints_to_keep)
   try:
-    restored = checkpoints.restore_newest(manager, loop.abstract_canonical_state())
+    restored = checkpoints.restore_newest(manager, loop.abstract_canonical_state(),
+                                          corrupt_dir=run.corrupt_checkpoints)
   except checkpoints.CheckpointError:
     manager.close()
     raise
@@ -261,28 +263,28 @@ def _final_metrics(config, info, loop, state, train_log, results, *,
   return final
 
 
-def _write_outputs(config, info, workdir: str, final: dict[str, Any]) -> None:
-  """final_metrics.json and the training curves (process 0)."""
-  with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+def _write_outputs(config, info, run: Workdir, final: dict[str, Any]) -> None:
+  """The final metrics and the training curves (process 0)."""
+  with open(run.final_metrics, "w") as f:
     json.dump(final, f, indent=2)
   if config.plot:
     from experiments import plotting  # pylint: disable=g-import-not-at-top
     plotting.plot_training_curves(
-        os.path.join(workdir, "metrics.jsonl"),
-        os.path.join(workdir, "training_curves.png"),
+        run.metrics, run.plot,
         title=f"{config.model} on {info.name}, {config.optimizer}, "
               f"batch {config.global_batch_size}")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, Any]:
-  """Trains and evaluates; resumes from workdir/checkpoints; returns final metrics.
+  """Trains and evaluates; resumes from workdir's checkpoints; returns final metrics.
 
   Raises ``interruption.Interrupted`` after saving a checkpoint when the
   process gets SIGTERM or SIGINT, and ``interruption.ProcessLost`` when a
   collective fails because another process of the run is gone.
   """
   start_time = time.time()
+  run = Workdir(workdir)
   data_config = DataConfig.from_config(config.data)
   validate_config(config, num_devices=jax.device_count(),
                   num_local_devices=jax.local_device_count(),
@@ -291,9 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   steps_per_epoch = pipeline.steps_per_epoch(info, config.global_batch_size)
   is_chief = jax.process_index() == 0
   if is_chief:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json(indent=2, sort_keys=True))
+    run.save_config(config)
   loop = loops.create_loop(
       config, info, optimizers.create_learning_rate_schedule(config, steps_per_epoch))
   total_steps = loop.schedule.total_steps
@@ -302,9 +302,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                info.num_train, config.model, config.optimizer, config.loop,
                jax.device_count(), jax.process_count(),
                config.global_batch_size, total_steps)
-  manager, start_step, state = _restore(loop, workdir, config)
+  manager, start_step, state = _restore(loop, run, config)
   # A finished run that is started again evaluates again: replace that line.
-  writer = metrics.MetricsWriter(workdir, start_step=start_step,
+  writer = metrics.MetricsWriter(run, start_step=start_step,
                                  tensorboard=config.tensorboard, enabled=is_chief,
                                  redo_eval_at_start=start_step >= total_steps)
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
@@ -313,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   train_log = metrics.TrainLog(
       loop.fetch, writer, progress, log_every=config.log_every_steps,
       total_steps=total_steps, global_batch_size=config.global_batch_size,
-      checkpoints_dir=checkpoints.directory(workdir),
+      checkpoints_dir=os.path.abspath(run.checkpoints),
       last_saved_step=lambda: checkpoints.last_saved_step(manager),
       wall_time_s=lambda: writer.resumed_wall_time_s + time.time() - start_time)
   stop = interruption.StopSignals(multi_process=jax.process_count() > 1)
@@ -328,7 +328,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     results = _final_evaluations(loop, state, config, data_config, info, writer)
   except Exception as error:
     lost = interruption.lost_process(error, step=stop.step or start_step,
-                                     checkpoints_dir=checkpoints.directory(workdir))
+                                     checkpoints_dir=os.path.abspath(run.checkpoints))
     if lost is None:
       raise
     raise lost from None
@@ -342,6 +342,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                          start_step=start_step,
                          wall_time_s=writer.resumed_wall_time_s + time.time() - start_time)
   if is_chief:
-    _write_outputs(config, info, workdir, final)
+    _write_outputs(config, info, run, final)
   logging.info("Final metrics: %s", final)
   return final

@@ -1,4 +1,4 @@
-"""Stopping a run at a signal and resuming it; one run per workdir."""
+"""Stopping a run at a signal and resuming it; a workdir in use stops a second run."""
 import json
 import os
 import signal
@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from experiments import interruption
+from experiments.workdir import Workdir
 
 from tests.conftest import REPO
 
@@ -15,27 +16,6 @@ STEPS = 12
 # The runs signal themselves at this step (tests/hooked_main.py): the tests
 # never race a run with a signal from outside.
 SIGNAL_AT_STEP = 5
-
-
-def test_a_workdir_takes_one_run_at_a_time(tmp_path):
-  with interruption.workdir_lock(str(tmp_path)):
-    with pytest.raises(interruption.WorkdirInUse, match=f"pid {os.getpid()}"):
-      with interruption.workdir_lock(str(tmp_path)):
-        pass
-  with interruption.workdir_lock(str(tmp_path)):  # free again
-    pass
-
-
-def test_a_killed_run_leaves_no_stale_lock(tmp_path):
-  killed = subprocess.run(
-      [sys.executable, "-c",
-       "import os, signal, sys; from experiments import interruption\n"
-       f"with interruption.workdir_lock({str(tmp_path)!r}):\n"
-       "  os.kill(os.getpid(), signal.SIGKILL)"], cwd=REPO)
-  assert killed.returncode == -signal.SIGKILL
-  assert "pid" in (tmp_path / interruption.LOCK_FILE).read_text()
-  with interruption.workdir_lock(str(tmp_path)):
-    pass
 
 
 def _command(workdir, data_dir, module="experiments.main"):
@@ -91,7 +71,7 @@ def test_a_second_sigint_quits_at_once():
 
 @pytest.mark.slow
 def test_a_run_on_a_workdir_in_use_stops_at_once(tmp_path, fashion_mnist_data_dir):
-  with interruption.workdir_lock(str(tmp_path / "run")):
+  with Workdir(str(tmp_path / "run")).lock():
     second = _start(tmp_path / "run", fashion_mnist_data_dir)
     _, err = second.communicate(timeout=300)
   assert second.returncode == 2, err

@@ -13,10 +13,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
-from experiments import resume
 from experiments import train
 from experiments.configs import default
 from experiments.configs import tiny
+from experiments.workdir import changed_fields
 
 from tests.conftest import REPO, SHARED_DATASETS
 
@@ -165,10 +165,10 @@ def test_changed_fields_ignore_bookkeeping():
   config = tiny.get_config()
   config.plot = True
   config.checkpoint_every_steps = 1
-  assert resume.changed_fields(config, saved) == {}
+  assert changed_fields(config, saved) == {}
   config.seed = 3
   config.data.train_split = "train[:512]"
-  assert resume.changed_fields(config, saved) == {
+  assert changed_fields(config, saved) == {
       "data.train_split": ("train[:1024]", "train[:512]"), "seed": (0, 3)}
 
 
@@ -176,14 +176,14 @@ def test_a_config_saved_before_a_field_existed_resumes_with_its_old_value():
   saved = json.loads(tiny.get_config().to_json())
   del saved["grad_accum_steps"]  # as in a run saved before accumulation
   config = tiny.get_config()
-  assert resume.changed_fields(config, saved) == {}
+  assert changed_fields(config, saved) == {}
   config.grad_accum_steps = 2
-  assert resume.changed_fields(config, saved) == {"grad_accum_steps": (1, 2)}
+  assert changed_fields(config, saved) == {"grad_accum_steps": (1, 2)}
   # A data field whose default moved to the recipe ("test" -> None) is the same.
   saved["data"]["eval_split"], config.data.eval_split = "test[:512]", None
   saved["data"]["cache"] = True
   config.grad_accum_steps = 1
-  assert resume.changed_fields(config, saved) == {
+  assert changed_fields(config, saved) == {
       "data.eval_split": ("test[:512]", "test")}
 
 
@@ -201,11 +201,11 @@ def test_a_new_field_needs_only_its_default_and_its_consumer(monkeypatch):
   monkeypatch.setattr(default, "get_config", with_new_field)
   config = tiny.get_config()
   assert config.label_smoothing == 0.0  # variants inherit it
-  assert resume.changed_fields(config, saved) == {}
+  assert changed_fields(config, saved) == {}
   train.validate_config(config, num_devices=1, num_local_devices=1,
                         process_count=1)
   config.label_smoothing = 0.1
-  assert resume.changed_fields(config, saved) == {"label_smoothing": (0.0, 0.1)}
+  assert changed_fields(config, saved) == {"label_smoothing": (0.0, 0.1)}
 
 
 # Every value the library rejects, as the command line reports it.

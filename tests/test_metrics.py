@@ -9,6 +9,7 @@ import types
 import pytest
 
 from experiments import metrics
+from experiments.workdir import Workdir
 
 
 def tensorboard_scalars(directory) -> dict[str, list[tuple[int, float]]]:
@@ -26,7 +27,7 @@ def tensorboard_scalars(directory) -> dict[str, list[tuple[int, float]]]:
 
 
 def writer(workdir, start_step, **kwargs):
-  return metrics.MetricsWriter(str(workdir), start_step=start_step,
+  return metrics.MetricsWriter(Workdir(str(workdir)), start_step=start_step,
                                tensorboard=True, enabled=True, **kwargs)
 
 

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import interruption
 from experiments import loops
 from experiments import models
 from experiments import optimizers
@@ -30,6 +29,7 @@ from experiments.study import run as driver
 from experiments.data import pipeline
 from experiments.data import preparation
 from experiments.data.datasets import DataConfig
+from experiments.workdir import Workdir
 
 from tests.conftest import REPO
 from tests.test_main import assert_one_line_error
@@ -640,7 +640,7 @@ def test_drivers_share_the_study_run_by_run(tmp_path, monkeypatch):
   monkeypatch.setattr(driver, "run_one", lambda run, **_: (
       trained.append(run.tag), make_row(run, 0.9))[1])
   monkeypatch.setattr(lb, "planned_runs", lambda rows: [first, second])
-  with interruption.workdir_lock(os.path.join(workdir, first.tag)):
+  with Workdir(os.path.join(workdir, first.tag)).lock():
     assert driver.run_all(results, workdir, max_runs=1) == 1
   assert trained == [second.tag]
 
@@ -654,7 +654,7 @@ def test_drivers_share_the_study_run_by_run(tmp_path, monkeypatch):
 
   third = lb.Run("A", "sgd", 128, 0.4)
   plans = []
-  lock = interruption.workdir_lock(os.path.join(workdir, third.tag))
+  lock = Workdir(os.path.join(workdir, third.tag)).lock()
   lock.__enter__()  # pylint: disable=unnecessary-dunder-call
   threading.Timer(0.3, lock.__exit__, (None, None, None)).start()
   monkeypatch.setattr(lb, "planned_runs", lambda rows: plans.append(1) or [third])

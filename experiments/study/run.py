@@ -26,10 +26,11 @@ from absl import flags
 from absl import logging
 
 from experiments import cli
-from experiments import interruption
 from experiments.study import plan
 from experiments.study import report
 from experiments.user_errors import UserError
+from experiments.workdir import Workdir
+from experiments.workdir import WorkdirInUse
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/large_batch", "Parent of the runs' workdirs.")
 _RESULTS = flags.DEFINE_string("results", plan.RESULTS, "The CSV of finished runs.")
@@ -74,7 +75,7 @@ def _from_metrics(run_dir: str) -> tuple[list[tuple[int, float]], float, list[li
   logged trust ratios as [[step, {layer: ratio}], ...]."""
   from experiments import metrics  # pylint: disable=g-import-not-at-top
   curve, loss, ratios = {}, math.nan, []
-  for record in metrics.read_records(os.path.join(run_dir, "metrics.jsonl")):
+  for record in metrics.read_records(Workdir(run_dir).metrics):
     if record.get("kind") == "validation":
       curve[int(record["step"])] = float(record["accuracy"])
     elif record.get("kind") == "train" and "loss" in record:
@@ -122,7 +123,7 @@ def run_one(run: plan.Run, *, workdir: str, manual_dir: str | None = None,
 
 def run_all(results: str, workdir: str, *, max_runs: int = 0, **run_kwargs) -> int:
   """Runs the plan's unfinished runs in order (each driver the first that no
-  other driver holds, ``workdir_lock``); returns how many it ran."""
+  other driver holds, ``Workdir.lock``); returns how many it ran."""
   code_version()  # of the code as loaded now
   new_runs = 0
   while not (max_runs and new_runs >= max_runs):
@@ -133,7 +134,7 @@ def run_all(results: str, workdir: str, *, max_runs: int = 0, **run_kwargs) -> i
       break
     for run in todo:
       try:
-        with interruption.workdir_lock(os.path.join(workdir, run.tag)):
+        with Workdir(os.path.join(workdir, run.tag)).lock():
           if run.key() in {plan.row_key(r) for r in plan.read_rows(results)}:
             break  # another driver finished it meanwhile: plan again
           print(f"{len(todo)} defined runs to go; now {run.phase} {run.tag}", flush=True)
@@ -143,7 +144,7 @@ def run_all(results: str, workdir: str, *, max_runs: int = 0, **run_kwargs) -> i
               f"{row['test_accuracy']} ({row['status']}, {row['wall_time_s']} s)", flush=True)
         new_runs += 1
         break
-      except interruption.WorkdirInUse:
+      except WorkdirInUse:
         continue  # another driver trains it
     else:
       time.sleep(WAIT_S)
