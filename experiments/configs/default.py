@@ -1,45 +1,31 @@
 """Default: a small CNN on Fashion-MNIST with LARS at global batch 4096.
 
-A run: 5 epochs (70 steps of 4096 images) of the CNN on Fashion-MNIST, an
-evaluation on the test set every epoch, metrics, TensorBoard events, a plot
-and checkpoints in the workdir. Command (the README's main job; `make train`
-runs the same):
+5 epochs (70 steps of 4096 images), an evaluation on the test set every epoch,
+metrics, TensorBoard events, a plot and checkpoints in the workdir (the
+README's main job; `make train` runs the same):
 
   python -m experiments.main --config=experiments/configs/default.py \
       --workdir=runs/default --config.data.manual_dir=../shared/datasets
 
 About a minute on a 2-core CPU; its time and accuracy are in
-experiments/README.md.
-
-Choices:
-* LARS as in the paper (Algorithm 1): ||g|| + beta ||w|| in the denominator,
-  the LR inside the momentum, trust coefficient 0.001, momentum 0.9, weight
-  decay 5e-4, warm-up then polynomial decay of power 2.
-* Peak LR 10, the paper's AlexNet-BN learning rate at batch 4K: 2.5 per 256
-  examples scaled by sqrt(4096 / 256) (`lr_scaling="sqrt"`), after 1 warm-up
-  epoch.
-* Biases and BatchNorm parameters (every leaf with ndim <= 1) are excluded from
-  the trust-ratio adaptation and from weight decay
-  (`exclude_bias_and_norm=True`), the common recipe (MLPerf, SimCLR). The
-  paper adapts every layer; a zero-initialised bias then has norm 0, hence
-  trust ratio 1, a step about 1/trust_coefficient = 1000x larger than its
-  neighbours' at LARS learning rates. With a warm-up from 0 that first step
-  is small (the large-batch study, study/design.py, adapts every
-  leaf). Set `--config.exclude_bias_and_norm=False` for the literal rule.
-* BatchNorm statistics over the global batch (`batch_norm="global"`), so the
-  result does not depend on the number of devices.
-* The jit loop (jit with shardings over a "data" mesh axis).
-
-The schedule's fields: peak LR = base_learning_rate scaled from
-base_batch_size to global_batch_size by lr_scaling, linear warm-up for
-warmup_epochs, then (1 - t/T)^power decay to end_learning_rate.
+experiments/README.md. Peak LR 10 (2.5 per 256 examples, sqrt-scaled) after 1
+warm-up epoch, poly-2 decay; biases and BatchNorm excluded from LARS; BatchNorm
+over the global batch. The choices: docs/training.md, "Recipes".
 """
 import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  _data(config)
+  _model_and_parallelism(config)
+  _optimizer(config)
+  _batch_size_and_schedule(config)
+  _bookkeeping(config)
+  return config
 
+
+def _data(config: ml_collections.ConfigDict) -> None:
   config.data = ml_collections.ConfigDict()
   config.data.name = "fashion_mnist"
   # None: tfds default (~/tensorflow_datasets). placeholder(str): a None that
@@ -65,6 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.validation_holdout = 0
   config.data.validation_seed = 0
 
+
+def _model_and_parallelism(config: ml_collections.ConfigDict) -> None:
   config.model = "cnn"
   config.model_kwargs = ml_collections.ConfigDict()  # the model's own options
   config.model_dtype = "float32"  # compute dtype ("bfloat16" on GPUs/TPUs)
@@ -78,6 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
   # > 0: BatchNorm over contiguous groups of this many examples (jit, global).
   config.batch_norm_group_size = 0
 
+
+def _optimizer(config: ml_collections.ConfigDict) -> None:
   # Optimizer.
   # "lars" (ours) | "lars_global" (one trust ratio for the network) |
   # "optax_lars" | "sgd" (momentum) | "lamb"
@@ -93,7 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.lars.eps = 0.0
   config.lars.trust_clip = False
 
-  # Batch size and learning-rate schedule (the module doc).
+
+def _batch_size_and_schedule(config: ml_collections.ConfigDict) -> None:
+  # Batch size and learning-rate schedule (docs/training.md, "Recipes").
   config.global_batch_size = 4096
   config.eval_batch_size = 0  # 0: the global batch size
   config.base_learning_rate = 2.5
@@ -107,6 +99,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.end_learning_rate = 0.0
   config.power = 2.0
 
+
+def _bookkeeping(config: ml_collections.ConfigDict) -> None:
   # Bookkeeping.
   config.log_every_steps = 1
   config.log_trust_ratios = True  # per-layer lambda in the metrics (lars only)
@@ -118,4 +112,3 @@ def get_config() -> ml_collections.ConfigDict:
   config.tensorboard = True
   config.progress_bar = True
   config.plot = True
-  return config

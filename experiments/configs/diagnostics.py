@@ -1,20 +1,17 @@
 r"""Trust-ratio diagnostics: the default CNN recipe with the paper's literal rule.
 
-A run: 120 steps of LARS on the default CNN and data, recording per-layer
-||w||, ||g|| and the LARS lambda at every step (``experiments/diagnostics.py``
-runs this config):
+120 steps of LARS on the default CNN and data, recording per-layer ||w||, ||g||
+and the LARS lambda at every step (``experiments/diagnostics.py`` runs this
+config; a few minutes on a 2-core CPU):
 
   python -m experiments.diagnostics --manual_dir=../shared/datasets \
       --out=experiments/results/
 
-LARS with ``formula="paper"``, trust coefficient 0.001, momentum 0.9, weight
-decay 5e-4, batch 4096 (the default config's), peak LR 10 (the paper's
-AlexNet-BN LR at 4K, not scaled with the batch) after 2 epochs of warm-up,
-then poly-2 decay over the recorded steps. Every leaf is adapted and decayed
+Batch 4096, peak LR 10 (not scaled with the batch) after 2 warm-up epochs, then
+poly-2 decay over the recorded steps. Every leaf is adapted and decayed
 (``exclude_bias_and_norm=False``), as in Algorithm 1, so that every layer's
-lambda is shown. A few minutes on a 2-core CPU; the result (the
-first-iteration table against the paper's Table 2) is in experiments/README.md
-and experiments/results/trust_ratio_diagnostics.json.
+lambda is shown. The result: docs/results.md, "Trust-ratio diagnostics", and
+experiments/results/trust_ratio_diagnostics.json.
 """
 import ml_collections
 

@@ -1,37 +1,15 @@
 """AlexNet-BN on ImageNet with LARS at global batch 8192 (You et al. 2017).
 
-Command (ImageNet prepared by tfds from the two original tar files):
-
   python -m experiments.main --config=experiments/configs/imagenet_alexnet_bn_8k.py \
       --workdir=runs/imagenet_alexnet_bn_8k \
       --config.data.manual_dir=/path/with/imagenet2012/ \
       --config.data.data_dir=/path/to/tensorflow_datasets
 
-``data.manual_dir`` must hold ``ILSVRC2012_img_train.tar`` and
-``ILSVRC2012_img_val.tar``; see ``imagenet_resnet50_8k.py``.
-
-Hardware: AlexNet-BN (about 61M parameters, mostly fc6/fc7) is light on
-compute; 8 GPUs x 1024 fit the batch of 8192 (the paper used 8 P100s, with
-per-GPU BatchNorm). The input pipeline (JPEG decoding, random-resized crop
-in grain's worker processes) is then the bottleneck: give it many CPU cores.
-
-Expected top-1: 60.1% (You et al. 2017, AlexNet-BN with LARS at 8K, LR 14;
-60.2% at 512 with LR 2). Without LARS, plain AlexNet falls from 58.8% (512)
-to 44.8% (8K).
-
-Hyperparameters (the paper's): LARS with ``formula="paper"``, trust
-coefficient 0.001, momentum 0.9, weight decay 5e-4, peak LR 14 (not scaled
-with the batch), linear warm-up then polynomial decay of power 2, 100 epochs.
-The paper warms AlexNet up for 2-5 epochs: 5 here. The decay ends at 0 (the
-paper's ``(1 - t/T)^2``). Biases and BatchNorm parameters are excluded from
-LARS and weight decay (zero-initialised BN biases would get trust ratio 1 at
-LR 14); ``--config.exclude_bias_and_norm=False`` gives the literal rule.
-Images are 224x224 (conv1 11x11/4 with padding 2 gives the 55x55 of the
-original 227x227 input).
-
-Status: smoke-tested only (tests/test_configs.py: 2 steps of alexnet_bn_tiny on
-tfds mock data, 8 fake CPU devices); not run on ImageNet, so the expected
-top-1 is the paper's, not a measurement of this code.
+Hardware: 8 GPUs x 1024, and many CPU cores for the JPEG decoding. Expected
+top-1: 60.1% (the paper, LR 14). Peak LR 14 after 5 warm-up epochs, poly-2
+decay to 0 at 100 epochs; the choices: docs/training.md, "Recipes".
+Status: smoke-tested only (tests/test_configs.py, alexnet_bn_tiny on tfds mock
+data, 8 fake CPU devices); not run on ImageNet, so the top-1 is the paper's.
 """
 import ml_collections
 
