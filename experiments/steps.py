@@ -64,25 +64,14 @@ def micro_batches(batch, accum_steps: int, num_shards: int):
   return jax.tree.map(split, batch)
 
 
-def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
-                    axis_name: str | None, pmean_batch_stats: bool,
-                    trust_ratio_names=(), accum_steps: int = 1,
-                    num_shards: int = 1):
-  """(state, batch) -> (state, metrics); metrics are scalars, averaged over devices.
+def make_gradient_fn(loss_fn, accum_steps: int = 1, num_shards: int = 1):
+  """(params, batch_stats, batch) -> (grads, loss, accuracy, new batch_stats).
 
-  ``trust_ratio_names``: the params whose LARS trust ratio goes into the
-  metrics as ``trust_ratio/<name>`` (empty: none).
-
-  Gradient accumulation (``accum_steps`` = k > 1): the batch is split into k
-  micro-batches (``micro_batches``) and a ``lax.scan`` computes their
-  gradients one after the other, so the step holds one micro-batch's
-  activations; their mean makes ONE optimizer update. Without BatchNorm this
-  is the update of the whole batch. With BatchNorm each micro-batch is
-  normalised by its own statistics (ghost BatchNorm over the micro-batches),
-  and the running averages move by the mean of the micro-batches' statistics.
+  With ``accum_steps`` = k > 1 the batch is split into k micro-batches
+  (``micro_batches``) and a ``lax.scan`` computes their gradients one after
+  the other; the outputs are their means (docs/training.md, "Large batches on
+  few GPUs").
   """
-  loss_fn = make_loss_fn(graphdef)
-
   def gradients(params, batch_stats, batch):
     (loss, (logits, new_stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(params, batch_stats, batch)
@@ -102,7 +91,21 @@ def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
     total, _ = jax.lax.scan(add, zeros, micro)
     return jax.tree.map(lambda x: x / accum_steps, total)
 
-  compute = gradients if accum_steps == 1 else accumulated_gradients
+  return gradients if accum_steps == 1 else accumulated_gradients
+
+
+def make_train_step(graphdef, tx, schedule: optax.Schedule, *,
+                    axis_name: str | None, pmean_batch_stats: bool,
+                    trust_ratio_names=(), accum_steps: int = 1,
+                    num_shards: int = 1):
+  """(state, batch) -> (state, metrics); metrics are scalars, averaged over devices.
+
+  ``trust_ratio_names``: the params whose LARS trust ratio goes into the
+  metrics as ``trust_ratio/<name>`` (empty: none). ``accum_steps`` = k > 1:
+  the mean gradient of k micro-batches (``make_gradient_fn``) makes ONE
+  optimizer update.
+  """
+  compute = make_gradient_fn(make_loss_fn(graphdef), accum_steps, num_shards)
 
   def train_step(state: State, batch) -> tuple[State, dict[str, jax.Array]]:
     params = state["params"]

@@ -74,6 +74,21 @@ def validate_config(
   if config.shard_params and config.loop != "jit":
     raise ConfigError("config.shard_params=True needs config.loop='jit' "
                       "(pmap keeps a full copy of the state on every device).")
+  _check_batch_sizes(config, num_devices=num_devices,
+                     num_local_devices=num_local_devices,
+                     process_count=process_count)
+  if config.num_epochs <= 0 and config.num_train_steps <= 0:
+    raise ConfigError("Set config.num_epochs > 0 or config.num_train_steps > 0.")
+  if config.checkpoint_every_steps < 0 or config.log_every_steps <= 0:
+    raise ConfigError("config.checkpoint_every_steps must be >= 0 and "
+                      "config.log_every_steps > 0.")
+  _check_accumulation(config, num_devices)
+  _check_batch_norm_groups(config, num_devices)
+
+
+def _check_batch_sizes(config: ml_collections.ConfigDict, *, num_devices: int,
+                       num_local_devices: int, process_count: int) -> None:
+  """The global and evaluation batch sizes split evenly over the devices."""
   for field in ("global_batch_size", "eval_batch_size"):
     size = config[field] or config.global_batch_size
     if size <= 0:
@@ -86,17 +101,23 @@ def validate_config(
       raise ConfigError(
           f"config.{field}={size} must split evenly over {process_count} "
           f"processes x {num_local_devices} local devices.")
-  if config.num_epochs <= 0 and config.num_train_steps <= 0:
-    raise ConfigError("Set config.num_epochs > 0 or config.num_train_steps > 0.")
-  if config.checkpoint_every_steps < 0 or config.log_every_steps <= 0:
-    raise ConfigError("config.checkpoint_every_steps must be >= 0 and "
-                      "config.log_every_steps > 0.")
+
+
+def _check_accumulation(config: ml_collections.ConfigDict, num_devices: int
+                        ) -> None:
+  """grad_accum_steps divides the per-device batch."""
   accum_steps = config.grad_accum_steps
   if accum_steps < 1 or config.global_batch_size % (num_devices * accum_steps):
     raise ConfigError(
         f"config.grad_accum_steps={accum_steps} must be >= 1 and divide the "
         f"per-device batch: config.global_batch_size={config.global_batch_size}"
         f" is not a multiple of {num_devices} devices x {accum_steps}.")
+
+
+def _check_batch_norm_groups(config: ml_collections.ConfigDict,
+                             num_devices: int) -> None:
+  """batch_norm_group_size fits the loop, the batch and the micro-batch."""
+  accum_steps = config.grad_accum_steps
   group_size = config.batch_norm_group_size
   if group_size:
     if config.loop != "jit" or config.batch_norm != "global":
@@ -275,6 +296,26 @@ def _write_outputs(config, info, run: Workdir, final: dict[str, Any]) -> None:
               f"batch {config.global_batch_size}")
 
 
+def _logs(config, run: Workdir, loop, manager, *, start_step: int,
+          is_chief: bool, start_time: float):
+  """The run's metrics writer, progress bar and train log."""
+  total_steps = loop.schedule.total_steps
+  # A finished run that is started again evaluates again: replace that line.
+  writer = metrics.MetricsWriter(run, start_step=start_step,
+                                 tensorboard=config.tensorboard, enabled=is_chief,
+                                 redo_eval_at_start=start_step >= total_steps)
+  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
+                       disable=not (is_chief and config.progress_bar),
+                       dynamic_ncols=True, desc="train")
+  train_log = metrics.TrainLog(
+      loop.fetch, writer, progress, log_every=config.log_every_steps,
+      total_steps=total_steps, global_batch_size=config.global_batch_size,
+      checkpoints_dir=os.path.abspath(run.checkpoints),
+      last_saved_step=lambda: checkpoints.last_saved_step(manager),
+      wall_time_s=lambda: writer.resumed_wall_time_s + time.time() - start_time)
+  return writer, progress, train_log
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, Any]:
   """Trains and evaluates; resumes from workdir's checkpoints; returns final metrics.
@@ -303,19 +344,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                jax.device_count(), jax.process_count(),
                config.global_batch_size, total_steps)
   manager, start_step, state = _restore(loop, run, config)
-  # A finished run that is started again evaluates again: replace that line.
-  writer = metrics.MetricsWriter(run, start_step=start_step,
-                                 tensorboard=config.tensorboard, enabled=is_chief,
-                                 redo_eval_at_start=start_step >= total_steps)
-  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
-                       disable=not (is_chief and config.progress_bar),
-                       dynamic_ncols=True, desc="train")
-  train_log = metrics.TrainLog(
-      loop.fetch, writer, progress, log_every=config.log_every_steps,
-      total_steps=total_steps, global_batch_size=config.global_batch_size,
-      checkpoints_dir=os.path.abspath(run.checkpoints),
-      last_saved_step=lambda: checkpoints.last_saved_step(manager),
-      wall_time_s=lambda: writer.resumed_wall_time_s + time.time() - start_time)
+  writer, progress, train_log = _logs(config, run, loop, manager,
+                                      start_step=start_step, is_chief=is_chief,
+                                      start_time=start_time)
   stop = interruption.StopSignals(multi_process=jax.process_count() > 1)
   lost = None
   try:
