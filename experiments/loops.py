@@ -1,26 +1,16 @@
 """The two data-parallel loops (``config.loop``), which reach the same parameters.
 
 * ``"jit"``: ``jax.jit`` with shardings over a ``Mesh`` of all devices with one
-  axis ``"data"``. The global batch is sharded over ``"data"`` (assembled from
-  the per-process batches); params and optimizer state are replicated, or,
-  with ``config.shard_params``, sharded along their largest divisible
-  dimension (FSDP / ZeRO style). GSPMD inserts the collectives: the gradient
-  all-reduce, global BatchNorm statistics, and LARS's per-layer norms of whole
-  layers.
+  axis ``"data"``; the batch is sharded over it, params and optimizer state
+  replicated or, with ``config.shard_params``, sharded along their largest
+  divisible dimension (FSDP / ZeRO style).
 * ``"pmap"``: ``jax.pmap`` over the local devices with ``lax.pmean`` of the
-  gradients (pmap is in maintenance mode; it is kept for users with pmap code).
+  gradients (kept for users with pmap code).
 
-``config.grad_accum_steps = k`` splits each step's batch into k micro-batches
-whose gradients are averaged before one update (``steps.make_train_step``).
-BatchNorm (``config.batch_norm``, ``models.py``) is ``"global"`` or
-``"per_device"`` (jit: ``batch_norm_groups`` = number of devices; pmap: no
-axis name and a ``pmean`` of the running averages);
-``config.batch_norm_group_size = n`` (jit) normalises contiguous groups of
-``n`` examples, as per-GPU BatchNorm with ``n`` examples per GPU.
-``config.model_kwargs`` is passed to ``models.create_model``.
-
-Both loops keep a "canonical" state for checkpoints: global arrays on the mesh
-of all devices, laid out by ``state_sharding``.
+Both honour ``config.grad_accum_steps``, ``config.batch_norm`` and
+``config.batch_norm_group_size`` (docs/training.md, "Devices: the two loops"),
+pass ``config.model_kwargs`` to ``models.create_model``, and keep a canonical
+state for checkpoints laid out by ``state_sharding``.
 """
 from __future__ import annotations
 

@@ -8,15 +8,7 @@ Multi-process (one command per process; all share --workdir):
   python -m experiments.main ... --coordinator_address=127.0.0.1:1234 \
       --num_processes=2 --process_id=0
 
-Rerunning a command resumes from the latest checkpoint in WORKDIR/checkpoints
-(with the same config, unless --allow_config_change). A run shows a progress
-bar and a summary; --verbose shows the libraries' logs too. A mistake in the
-command, the config or the data is reported in one line (exit status 2).
-SIGTERM or Ctrl-C saves a checkpoint after the step under way and stops
-(exit status 128 + the signal); a second run on a workdir in use stops at once.
-When a process of a multi-process run dies, the others stop at their next
-collective with one line naming it, the step and the last checkpoint (exit
-status 75); rerunning all the processes resumes from that checkpoint.
+Resuming, errors (exit status 2), SIGTERM and lost processes: docs/training.md.
 """
 import os
 import sys

@@ -4,17 +4,12 @@
 with kind ``"train"``, ``"eval"`` or ``"validation"``; ``read_records`` reads
 it back for everyone who needs it. TensorBoard gets the same values as
 ``<kind>/<key>`` scalars through tensorboardX's ``SummaryWriter``. Both are
-written by process 0 only.
+written by process 0 only. Train records carry ``wall_time_s``, the run's time
+so far, summed over resumed pieces.
 
-Train records carry ``wall_time_s``, the run's time so far: a resumed run
-continues from the last kept record's, so the final figure sums the pieces.
-
-A resumed run first drops from metrics.jsonl what the killed run logged after
-its checkpoint, and opens its TensorBoard writer with ``purge_step`` at the
-checkpoint's step, so that TensorBoard hides what the killed run logged from
-there on (the records kept at that step are written again). A run killed and
-resumed thus shows every step exactly once, as an uninterrupted run does;
-no event file is rewritten.
+A resumed run drops what the killed run logged after its checkpoint from
+metrics.jsonl, and opens its TensorBoard writer with ``purge_step`` at the
+checkpoint's step (docs/training.md, "A training job").
 """
 from __future__ import annotations
 

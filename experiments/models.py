@@ -1,52 +1,18 @@
 """Flax NNX models for the LARS experiments, and the BatchNorm they all use.
 
-Models (``create_model(name, ...)``; ``MODELS`` maps each name to the input
-shape it is built for, ``(height, width, channels)``, NHWC float32 in, logits out):
+``create_model(name, ...)`` builds one; ``MODELS`` maps each name to its input
+shape ``(height, width, channels)`` (NHWC float32 in, logits out):
 
-* ``"cnn"`` / ``"cnn_tiny"``: AlexNet-BN in miniature for MNIST and
-  Fashion-MNIST (28x28x1): conv 16 5x5/2 and conv 32 3x3, each
-  conv-BN-ReLU-max-pool 2x2, then fc 128-BN-ReLU and the classifier (43,514
-  parameters with 10 classes; sized for a fast step on a small CPU).
-* ``"alexnet_bn"`` / ``"alexnet_bn_tiny"``: AlexNet with BatchNorm after every
-  conv and hidden fully connected layer, at ImageNet size (224x224x3): conv 96
-  11x11/4, 256 5x5, 384, 384, 256 3x3 (max-pool 3/2 after conv 1, 2, 5), fc
-  4096, 4096, classes; no dropout (BN replaces it, as in the paper's AlexNet-BN).
-* ``"resnet50"`` / ``"resnet50_tiny"``: ResNet-50 v1.5 (bottleneck blocks
-  [3, 4, 6, 3], the stride on the 3x3 conv), 25,557,032 parameters with 1000
-  classes; the tiny variant has the same code with one block per stage and
-  width 4.
+* ``"cnn"`` / ``"cnn_tiny"`` (28x28x1): conv 16 5x5/2 and conv 32 3x3, each
+  conv-BN-ReLU-max-pool 2x2, then fc 128-BN-ReLU and the classifier.
+* ``"alexnet_bn"`` / ``"alexnet_bn_tiny"`` (224x224x3): conv 96 11x11/4, 256
+  5x5, 384, 384, 256 3x3 (max-pool 3/2 after conv 1, 2, 5), fc 4096, 4096.
+* ``"resnet50"`` / ``"resnet50_tiny"``: ResNet-50 v1.5, bottleneck blocks
+  [3, 4, 6, 3]; the tiny one has one block per stage and width 4.
 
-Initialisation follows the ImageNet recipes (Goyal et al. 2017): He-normal
-(fan-out) for convolutions, He-normal (fan-in) for hidden dense layers,
-N(0, 0.01) for the classifier, zero biases, BatchNorm scale 1 and bias 0.
-``SmallCNN`` also takes ``init_scheme="fan_in"`` (He-normal fan-in for every
-conv and hidden dense layer, LeCun-normal fan-in for the classifier) and
-``use_batch_norm=False`` (conv and dense layers get zero-initialised biases
-instead of the BN that follows them); see ``INIT_SCHEMES``.
-``zero_init_last_batch_norm=True`` (ResNet) sets the scale of the last BN of
-every residual block to 0; it is off by default so that LARS's rule for
-zero-norm weights (trust ratio 1) is not triggered by the initialisation.
-
-``model.train()`` / ``model.eval()`` set ``use_running_average`` of every
-:class:`BatchNorm`; it is static, so a model split in one mode (``nnx.split``)
-merges back in that mode inside ``jit`` (``steps.py``).
-
-BatchNorm modes
----------------
-* **global** (``groups=1``): statistics over the whole global batch. Under
-  ``jit`` with the batch sharded this is what GSPMD computes; under ``pmap``
-  pass ``axis_name`` and they are ``lax.pmean``-ed over it.
-* **per group** (``groups=k``): the batch's leading axis is split into ``k``
-  contiguous equal groups, each normalised by its own statistics: exactly the
-  shards of a ``data`` axis of ``k`` devices, so per-device BN (the paper's
-  Caffe setting, e.g. batch/8 per GPU) is reproduced on any number of real
-  devices, and under ``pmap`` it is BN without ``axis_name``.
-
-The running averages move towards the mean over groups of the group mean and
-(biased) variance; the update is linear, so per-device running averages
-``pmean``-ed after a pmap step equal those of ``jit`` with ``groups=k``. Every
-loop thus computes the same function of the same global batch in both modes.
-Statistics are always float32.
+``model.train()`` / ``model.eval()`` set the static ``use_running_average`` of
+every :class:`BatchNorm`, global (``groups=1``) or per group of the batch; the
+init schemes and BatchNorm modes: docs/training.md, "Models" and "Devices".
 """
 from __future__ import annotations
 
