@@ -407,3 +407,53 @@ def test_layer_axes_equal_to_ndim_give_one_ratio_per_element(optimizer):
   # The elements' ratios differ: one ratio for the leaf would not match.
   w_ratios = [ref_ratios[0][k] for k in per_element({"w": params["w"]})]
   assert max(w_ratios) > 2 * min(w_ratios)
+
+
+@pytest.fixture
+def x64():
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", False)
+
+
+def test_trust_clip_keeps_the_ratio_dtype_under_x64(x64):
+  """With float64 enabled, a schedule's gamma_t is float64; the clipped ratio
+  of float32 and bfloat16 params stays float32 (the state's dtype at init)."""
+  del x64
+  params = {"w": jnp.ones((3, 2), jnp.float32), "b": jnp.ones(2, jnp.bfloat16)}
+  schedule = lars_optax.warmup_polynomial_decay_schedule(0.5, 2, 10,
+                                                         init_value=0.1)
+  tx = lars_optax.lars(learning_rate=schedule, trust_clip=True,
+                       trust_coefficient=0.5, weight_decay=1e-4)
+  state = tx.init(params)
+  updates, new_state = jax.jit(tx.update)(params, state, params)
+  for k in params:
+    assert lars_optax.trust_ratios(new_state)[k].dtype == jnp.float32, k
+    assert updates[k].dtype == params[k].dtype, k
+  assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(
+      lambda x: x.dtype, state)
+
+
+# --- the schedule at the ends of its warm-up ---------------------------------
+
+
+def test_schedule_with_one_warmup_step_starts_at_its_initial_value():
+  schedule = lars_optax.warmup_polynomial_decay_schedule(
+      1.0, 1, 5, init_value=0.25, end_value=0.0)
+  reference_schedule = reference.warmup_poly(1.0, 1, 5, end=0.0, init=0.25)
+  for t in range(7):
+    assert float(schedule(t)) == pytest.approx(reference_schedule(t), rel=1e-6)
+  assert float(schedule(0)) == 0.25
+
+
+@pytest.mark.parametrize("init, peak, end, warmup", [
+    (0.1, 0.7, 1e-4, 5), (0.05, 2.0, 0.01, 3)])
+def test_schedule_is_exactly_the_peak_at_the_end_of_warmup(init, peak, end,
+                                                          warmup):
+  """At t = warmup_steps the decay (1 - 0)^p gives the peak exactly; the
+  warm-up's init + (peak - init) * t / t_w would round away from it."""
+  schedule = lars_optax.warmup_polynomial_decay_schedule(
+      peak, warmup, warmup + 10, init_value=init, end_value=end)
+  assert float(schedule(warmup)) == float(np.float32(peak))
