@@ -1,19 +1,12 @@
 """Speed of one LARS (and LAMB) step on a ResNet-50-shaped and a deep transformer-shaped tree.
 
-Times one jitted, donated optimizer step (update + apply_updates) for
-lars_optax.lars, optax.lars, a minimal plain-jnp LARS (the floor for any
-LARS on this backend), lars_optax.lamb, optax.lamb,
-optax.sgd(momentum=0.9) and a plain ``p - lr * g`` step, on two float32
-trees: the 161 leaves (25.6M parameters) of ResNet-50,
-and a 64-block transformer (1,029 leaves, 12.9M parameters) that shows how
-step and compile time grow with the number of leaves. Runs are interleaved
-(one of each per round, in rotating order) and the median over rounds is
-reported, with compile times, achieved bandwidth against the 28 bytes/param
-memory-traffic floor of LARS, the kernels each compiled step launches (and
-its host transfers and control flow that may wait for the host, which must
-be none), and the machine's description.
-``--profile_dir`` also writes a jax.profiler trace of a few steps of ours
-(TensorBoard's profile plugin or Perfetto open it).
+Times one jitted, donated optimizer step (update + apply_updates) of
+lars_optax.lars, optax.lars, a minimal plain-jnp LARS, lars_optax.lamb,
+optax.lamb, optax.sgd(momentum=0.9) and a plain ``p - lr * g`` step, and
+writes the medians over interleaved rounds, compile times, bandwidth against
+the memory floor, the kernels of each step and the machine to a JSON.
+``--profile_dir`` also writes a jax.profiler trace of a few steps of ours.
+What it measures and why: docs/speed.md, "The optimizer step".
 
     python -m experiments.benchmarks.benchmark_lars            # CPU, writes the JSON
     python -m experiments.benchmarks.benchmark_lars --rounds 30 --output out.json
