@@ -1,19 +1,13 @@
 r"""Training-step benchmark: examples/s with LARS and with SGD-momentum.
 
-On synthetic data (random images of the model's input shape, put on the
-devices once, so no host-to-device copy is timed), with the real training
-step (experiments/steps.py, compiled by the loops of experiments/loops.py:
-forward, backward, optimizer update, metrics), so it measures what training
-pays, without the input pipeline.
-
 For each model and global batch size (``--points``) and each loop ("jit",
-"pmap"), one step with ``lars_optax.lars`` and one with ``optax.sgd(momentum)``
-(+ weight decay) are timed alternately, ``--steps`` times each after
-``--warmup`` untimed steps (compilation): examples/s of both and the ratio of
-their median step times. A point that does not fit in the device's memory is
-recorded as such.
+"pmap"), the training step (experiments/steps.py) on synthetic data with
+``lars_optax.lars`` and with ``optax.sgd(momentum)`` (+ weight decay) is
+timed alternately, ``--steps`` times each after
+``--warmup`` untimed steps: examples/s of both and the ratio of their median
+step times. What it measures and why: docs/speed.md, "Training throughput".
 
-On a CPU (the machine's load average is recorded with the numbers):
+On a CPU:
 
   python -m experiments.benchmarks.benchmark_train \
       --output=experiments/results/benchmark_train_cpu.json
