@@ -1,25 +1,13 @@
 r"""Input-pipeline benchmark: images/s of the ImageNet training transform, ours vs tf.data.
 
-The transform (decode, random-resized crop, flip, normalise) runs on synthetic
-JPEGs shaped like ImageNet's (400-500 x 350-375 pixels, quality 90, smooth
-shapes plus noise: about 95 KB each), written by this script into a temporary
-folder and deleted at the end. Two pipelines read the same files:
-
-* ours: ``experiments.data.pipeline.train_batches`` (our sampler, loaded by
-  grain with ``worker_processes`` = cores; simplejpeg decoding at reduced
-  scale where the crop allows and OpenCV resizing, see
-  ``experiments/data/transforms.py``);
-* tf.data as the flax ImageNet example builds it: ``tf.io.decode_and_crop_jpeg``
-  of a ``sample_distorted_bounding_box`` window, bicubic resize, flip,
-  normalise; ``num_parallel_calls`` and its thread pool = cores.
-
-Each measurement runs in a fresh process pinned to that many cores (CPU
-affinity, so "per core" means it), times ``--steps`` batches after
-``--warmup`` untimed ones (start-up, worker processes), and the two pipelines
-alternate round after round; the JSON holds every round, the medians and the
-ratio ours / tf.data per core count. With ``--gpu_images_per_sec`` (a
-ResNet-50 training throughput, e.g. from benchmark_train) it also says how
-many cores of our pipeline one GPU needs.
+The transform (decode, random-resized crop, flip, normalise) runs on
+synthetic ImageNet-shaped JPEGs, written by this script into a temporary
+folder and deleted at the end, through two pipelines: ours
+(``experiments.data.pipeline.train_batches``) and tf.data as the flax ImageNet
+example builds it. Each measurement runs in a fresh process pinned to that
+many cores, and the two alternate round after round; the JSON holds every
+round, the medians and the ratio ours / tf.data per core count. What it
+measures and why: docs/speed.md, "Input pipeline".
 
 The full run (about 10 minutes on an idle 2-core machine):
 
