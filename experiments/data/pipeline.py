@@ -1,36 +1,17 @@
 """Input pipeline: batches of a prepared dataset, in our own order, loaded by grain.
 
-``preparation.prepare`` builds the dataset (tfds, ``array_record`` files) and
-describes it; this module reads it. ``tfds.data_source`` gives random access
-to any record, and the order is our own index sampler:
-
-* the order of epoch ``e`` is a permutation drawn from ``(seed, e)``;
-* the global batch of step ``s`` is ``perm[k*B:(k+1)*B]`` with
-  ``e, k = divmod(s, steps_per_epoch)`` (the remainder of an epoch is dropped);
-* process ``p`` of ``P`` takes the contiguous slice ``[p*B/P:(p+1)*B/P]`` of that
-  global batch and reads and decodes only those records;
-* the augmentation of the example at global position ``j`` of step ``s`` uses
-  random numbers that depend on ``(seed, s, j)`` only (``transforms.py``).
-
-The global batch of a step is then the same for *any* process count: one
-process with 8 devices and two processes with 4 each see bit-identical
-batches, and a run resumed at ``start_step`` continues with exactly the batches
-of an uninterrupted run (nothing to checkpoint but the step). ``tf.data``'s
-shuffle buffer and grain's ``ShardByJaxProcess`` both make the order depend on
-the number of processes, so the order stays ours and grain does the loading:
-a ``grain.MapDataset`` over step numbers (or, for uncached data, over pieces of
-a step's rows) mapped to this process's rows of that step, iterated with
-``read_threads`` threads and ``prefetch`` batches ahead, and with
-``worker_processes > 0`` in that many worker processes (grain's
-``mp_prefetch``), so that JPEG decoding scales with cores past the GIL. A
-worker that dies raises ``RuntimeError`` in the training process.
-
-With ``cache=True`` a split is decoded into memory when an iterator over it is
-created (see ``open_split``) and every batch is a NumPy gather: the fast path
-for MNIST-sized data. With ``validation_holdout=n > 0``, ``n`` fixed examples
-of the train split (``holdout_indices``) are never trained on and make the
-``"validation"`` subset of ``eval_iterator``. The data config's fields are
-listed in ``datasets.py``.
+``preparation.prepare`` builds the dataset (tfds, ``array_record`` files);
+this module reads it through ``tfds.data_source``. The global batch of step
+``s`` is drawn from ``(seed, s)`` by our own index sampler, so it is the same
+for any process count and after a resume; each process reads and decodes only
+its slice of it. grain loads the rows: a ``grain.MapDataset`` over steps,
+``read_threads`` threads, ``prefetch`` batches ahead, and with
+``worker_processes > 0`` that many worker processes; a worker that dies raises
+``RuntimeError``. With ``cache=True`` a split is decoded into memory (see
+``open_split``); with ``validation_holdout=n > 0``, ``n`` fixed train examples
+(``holdout_indices``) make the ``"validation"`` subset of ``eval_iterator``.
+The sampler's rule and why: docs/training.md, "Input"; the data config's
+fields: ``datasets.py``.
 """
 
 from __future__ import annotations
