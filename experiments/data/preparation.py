@@ -3,23 +3,11 @@
 ``prepare(data_config)`` makes sure the dataset is built under ``data_dir`` in
 tfds's ``array_record`` format (random access for the sampler of
 ``pipeline.py``) and returns a ``DatasetInfo``. When the data is not there yet
-it is built:
-
-1. from ``manual_dir`` when it holds every expected file. ``manual_dir`` may be a
-   root with one ``<name>/`` folder per dataset (like ``../shared/datasets``) or
-   the folder with the files itself. Each dataset gets its own download and
-   extract folder, ``<data_dir>/downloads/<name>``: mnist and fashion_mnist use
-   the same file names and would otherwise read each other's files;
-2. else by the ordinary tfds download, when the download host answers within a
-   few seconds;
-3. else it raises ``DataNotFoundError`` at once (no 200 s tfds retry loop),
-   naming the files expected and the folder to put them in. ImageNet is never
-   downloadable: it needs ``ILSVRC2012_img_train.tar`` and
-   ``ILSVRC2012_img_val.tar`` in ``manual_dir``.
-
-Building needs TensorFlow (``tensorflow-cpu``); reading does not. Concurrent
-``prepare`` calls (several processes of one run) are serialised by a file lock.
-The data config's fields are listed in ``datasets.py``.
+it is built from ``manual_dir``, else by the tfds download, else it raises
+``DataNotFoundError`` at once, naming the files expected and the folder to put
+them in. Building needs TensorFlow (``tensorflow-cpu``); reading does not.
+Concurrent ``prepare`` calls are serialised by a file lock. The three build
+paths: docs/training.md, "Input"; the data config's fields: ``datasets.py``.
 """
 
 from __future__ import annotations
