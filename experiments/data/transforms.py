@@ -1,31 +1,15 @@
 """Image transforms of the recipes: decoding, training augmentation, normalisation.
 
 Images go out float32 NHWC, normalised per channel by the dataset's mean and
-standard deviation (``datasets.RECIPES``).
-
-* mnist, fashion_mnist: no augmentation (the paper-style small CNN recipe);
-  normalisation only. ``augment`` has no effect.
-* imagenet2012 (JPEG bytes in): training: random-resized crop (area 8%-100%,
-  aspect ratio 3/4-4/3, 10 attempts, else a central crop) resized (bilinear)
-  to ``image_size`` and flipped with probability 1/2. Evaluation: resize the
-  shorter side to ``image_size * 256 / 224`` and take the central
-  ``image_size`` square. Runs without a GPU and without TensorFlow.
-
-  The crop box is chosen on the full image, then simplejpeg (libjpeg-turbo)
-  decodes the JPEG at the smallest of 1, 1/2, 1/4 and 1/8 scale at which the
-  box still covers at least ``image_size`` pixels each way (scaling in the DCT
-  domain: smaller inverse DCTs, fewer pixels to convert); where no reduction
-  fits (224-pixel crops of images under 448 pixels, most of ImageNet) the
-  decode is the full one. Files libjpeg-turbo cannot read (ImageNet's
-  training set has a PNG among its JPEGs) are decoded by PIL. The crop,
-  rounded to whole pixels, is resized by OpenCV (bilinear, no anti-aliasing,
-  as ``tf.image.resize``). These were the fastest decoder and resize measured
-  (README, "Large batches on few GPUs").
-
-With ``augment=False`` the training images get the evaluation transform. The
-random numbers come from the sampler: row ``j`` of ``uniforms`` holds those of
-the example at global position ``j`` of the batch, so the augmentation does
-not depend on how the batch is split over processes, threads or workers.
+standard deviation (``datasets.RECIPES``). mnist and fashion_mnist are only
+normalised (``augment`` has no effect). imagenet2012 (JPEG bytes in): training
+takes a random-resized crop resized to ``image_size`` and flipped with
+probability 1/2; evaluation resizes the shorter side to
+``image_size * 256 / 224`` and takes the central ``image_size`` square; with
+``augment=False`` training images get the evaluation transform. The random
+numbers come from the sampler: row ``j`` of ``uniforms`` holds those of the
+example at global position ``j`` of the batch. The crop, the decoding and the
+resize in detail: docs/training.md, "Input".
 """
 
 from __future__ import annotations
