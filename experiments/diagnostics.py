@@ -1,30 +1,18 @@
 r"""Trust-ratio diagnostics: each layer's ||w||/||g|| and LARS lambda over training.
 
-The LARS paper (You et al. 2017, Table 2) shows that at the first iteration of
-AlexNet the ratio :math:`\|w\|/\|g\|` goes from 5.76 (conv1) to 1345 (fc6):
-one global learning rate is too large for some layers and too small for
-others, which is what the per-layer trust ratio
-
-.. math::
-
-  \lambda_l = \eta \, \frac{\|w_l\|}{\|g_l\| + \beta \|w_l\|}
-
-corrects. This module trains the small CNN on Fashion-MNIST with
-``lars_optax.lars`` and records, per parameter leaf and per step, the norm of
-the weights the gradient was taken at, the norm of the raw gradient, their
-ratio and the :math:`\lambda` of that step (read from the optimizer state with
-``lars_optax.trust_ratios``):
+Trains the small CNN on Fashion-MNIST with ``lars_optax.lars`` and records,
+per parameter leaf and per step, the norm of the weights the gradient was
+taken at, the norm of the raw gradient, their ratio and the :math:`\lambda`
+of that step (read with ``lars_optax.trust_ratios``):
 
   python -m experiments.diagnostics --manual_dir=../shared/datasets \
       --out=experiments/results/
 
-writes ``trust_ratio_diagnostics.png`` (two panels, log scale: ||w||/||g|| and
-lambda per layer over steps) and ``trust_ratio_diagnostics.json`` (the
-arrays, the config and the first-iteration table), and prints the table. The
-config is ``experiments/configs/diagnostics.py``; the model, the loss, the
-optimizer and the data come from the training code (``models``, ``steps``,
-``optimizers``, ``data``); only the step that also
-returns the norms lives here. What it measured is in experiments/README.md.
+writes ``trust_ratio_diagnostics.png`` (||w||/||g|| and lambda per layer over
+steps, log scale) and ``trust_ratio_diagnostics.json`` (the arrays, the config
+and the first-iteration table), and prints the table. The config is
+``experiments/configs/diagnostics.py``; why and what it measured:
+docs/results.md, "Trust-ratio diagnostics".
 """
 from __future__ import annotations
 
