@@ -5,9 +5,7 @@ For each model and global batch size (``--points``) and each loop ("jit",
 ``lars_optax.lars`` and with ``optax.sgd(momentum)`` (+ weight decay) is
 timed alternately, ``--steps`` times each after
 ``--warmup`` untimed steps: examples/s of both and the ratio of their median
-step times. What it measures and why: docs/speed.md, "Training throughput".
-
-On a CPU:
+step times. Why and what it found: docs/speed.md, "Training throughput". On a CPU:
 
   python -m experiments.benchmarks.benchmark_train \
       --output=experiments/results/benchmark_train_cpu.json
