@@ -16,6 +16,10 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
     tempfile.gettempdir(), f"lars_optax_tests_jax_cache_{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+# Scripts that tests run in subprocesses, not test modules: `--doctest-modules`
+# would import them, and hooked_main.py defines experiments.main's flags.
+collect_ignore = ["hooked_main.py", "mutants_report.py"]
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The original MNIST / Fashion-MNIST files beside the repository (CI has them).
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"

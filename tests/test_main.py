@@ -113,7 +113,7 @@ def test_bad_value_names_the_field(tmp_path):
 @pytest.mark.slow
 def test_unknown_choice_lists_the_valid_ones(tmp_path):
   result = main("--config.optimizer=adam", workdir=tmp_path)
-  assert_one_line_error(result, "optimizer", "'adam'", "lamb, lars, optax_lars, sgd")
+  assert_one_line_error(result, "optimizer", "'adam'", "lamb, lars, lars_global, optax_lars, sgd")
 
 
 @pytest.mark.slow
