@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 MANUAL_DIR ?= $(wildcard ../shared/datasets)
 WORKDIR ?= runs/default
 
-.PHONY: train test test-floors docs venv clean
+.PHONY: train test test-floors docs mutants venv clean
 venv: $(VENV)/.library
 
 # The dependencies, then the library itself as a regular (not editable)
@@ -60,6 +60,18 @@ test-floors:
 	  "hypothesis>=6.10.1"
 	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider $(LIBRARY_TESTS) \
 	  --doctest-modules lars_optax
+
+# Mutation testing of the library: mutmut mutates lars_optax/ and runs the
+# library's quick tests against each mutant ([tool.mutmut] in pyproject.toml).
+# About an hour or two on 2 cores, so neither `make test` nor CI runs it; run it
+# again whenever lars_optax/ changes. It rewrites tests/MUTANTS.md: the kill
+# rate and each surviving mutant with why it changes nothing observable.
+mutants: venv
+	$(PY) -m pip install -q "mutmut>=3.8"  # process_isolation = "forkserver"
+	rm -rf mutants
+	JAX_PLATFORMS=cpu JAX_COMPILATION_CACHE_DIR=$(CURDIR)/mutants/.jax_cache \
+	  $(VENV)/bin/mutmut run --max-children $(shell nproc)
+	$(PY) tests/mutants_report.py > tests/MUTANTS.md
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) runs
